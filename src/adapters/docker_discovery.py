@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from domain.errors import DiscoveryUnavailable
+from domain.node import Credentials, Node, NodeState
+
+__all__ = ["DockerNodeDiscovery", "credentials_from_env"]
+
+logger = logging.getLogger(__name__)
+
+# MinIO reads MINIO_ROOT_USER/MINIO_ROOT_PASSWORD first and falls back to the legacy pair.
+_KEY_PAIRS = (
+    ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
+    ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+)
+
+
+def credentials_from_env(env: Sequence[str] | None) -> Credentials | None:
+    """The node's keys from a container's ``KEY=value`` environment, read as MinIO reads them."""
+    variables = dict(item.split("=", 1) for item in env or () if "=" in item)
+    for user_variable, password_variable in _KEY_PAIRS:
+        access_key = variables.get(user_variable)
+        secret_key = variables.get(password_variable)
+        if access_key and secret_key:
+            return Credentials(access_key=access_key, secret_key=secret_key)
+    return None
+
+
+class DockerNodeDiscovery:
+    """Finds storage nodes as the containers, running or not, whose name contains ``name_marker``.
+
+    When the gateway itself runs in a container, only nodes attached to a network it shares are
+    members, and a node's address is its IP on that network; elsewhere (tests, a gateway on the
+    host) every marked container is a member, addressed on its first network that has an IP.
+    """
+
+    def __init__(
+        self,
+        client_factory: Callable[[], docker.DockerClient],
+        name_marker: str,
+        node_port: int,
+        executor: Executor,
+    ) -> None:
+        self._client_factory = client_factory
+        self._name_marker = name_marker
+        self._node_port = node_port
+        self._executor = executor
+        self._client: docker.DockerClient | None = None
+        self._warned_without_keys: set[str] = set()
+
+    async def discover(self) -> list[Node]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._discover_blocking)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _discover_blocking(self) -> list[Node]:
+        try:
+            client = self._connected_client()
+            own_networks = self._own_networks(client)
+            summaries = client.api.containers(
+                all=True, filters={"name": re.escape(self._name_marker)}
+            )
+            nodes = []
+            for summary in summaries:
+                attributes = self._inspect(client, summary["Id"])
+                if attributes is not None:
+                    node = self._node_from(attributes, own_networks)
+                    if node is not None:
+                        nodes.append(node)
+            return nodes
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # A broken connection may not recover on the same client; start afresh next time.
+            self.close()
+            raise DiscoveryUnavailable(f"the Docker daemon cannot be reached: {exc}") from exc
+
+    def _connected_client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _own_networks(self, client: docker.DockerClient) -> frozenset[str] | None:
+        """The networks of the gateway's own container, or None when it does not run in one."""
+        if not os.path.exists("/.dockerenv"):
+            return None
+        own = self._inspect(client, socket.gethostname())
+        if own is None:
+            return None
+        return frozenset(own["NetworkSettings"]["Networks"] or {})
+
+    @staticmethod
+    def _inspect(client: docker.DockerClient, container_id: str) -> dict[str, Any] | None:
+        try:
+            attributes: dict[str, Any] = client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            # Removed between listing and inspecting: it is no longer a member.
+            return None
+        return attributes
+
+    def _node_from(
+        self, attributes: Mapping[str, Any], own_networks: frozenset[str] | None
+    ) -> Node | None:
+        name = attributes["Name"].lstrip("/")
+        # The daemon's name filter is an unanchored regex; keep only true substring matches.
+        if self._name_marker not in name:
+            return None
+        networks: Mapping[str, Any] = attributes["NetworkSettings"]["Networks"] or {}
+        if own_networks is not None:
+            networks = {key: value for key, value in networks.items() if key in own_networks}
+            if not networks:
+                return None
+        credentials = credentials_from_env(attributes["Config"].get("Env"))
+        if credentials is None:
+            if name not in self._warned_without_keys:
+                self._warned_without_keys.add(name)
+                logger.warning("skipping container %s: it sets no MinIO keys", name)
+            return None
+        state_of_container = attributes["State"]
+        running = bool(state_of_container.get("Running")) and not state_of_container.get("Paused")
+        host = next(
+            (
+                settings["IPAddress"]
+                for _, settings in sorted(networks.items())
+                if settings.get("IPAddress")
+            ),
+            None,
+        )
+        state = NodeState.UP if running and host is not None else NodeState.DOWN
+        return Node(
+            name=name,
+            host=host if state is NodeState.UP else None,
+            port=self._node_port,
+            credentials=credentials,
+            state=state,
+        )

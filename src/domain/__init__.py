@@ -1,0 +1,1 @@
+"""The pure core: object IDs, nodes, placement, errors and ports. Standard library only."""

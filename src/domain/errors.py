@@ -1,0 +1,81 @@
+"""Every failure the gateway can report, as one tree rooted in :class:`GatewayError`.
+
+    GatewayError
+    ├── InvalidRequest            the client sent something we refuse (4xx)
+    │   ├── InvalidObjectId       not 1-32 ASCII letters and digits
+    │   ├── IncompleteBody        fewer bytes arrived than Content-Length announced
+    │   └── BodyTooLarge          the body exceeds the configured maximum
+    ├── ObjectNotFound            no object under this ID on its owning node
+    └── ServiceUnavailable        a dependency cannot serve the request (5xx, retry later)
+        ├── NoNodesAvailable      discovery found no storage node at all
+        ├── NodeUnavailable       the node that owns the ID is down or unreachable
+        └── DiscoveryUnavailable  the container runtime cannot be asked who the nodes are
+
+Adapters translate their SDK's exceptions into these at the border; the HTTP entrypoint maps each
+class to exactly one status code in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BodyTooLarge",
+    "DiscoveryUnavailable",
+    "GatewayError",
+    "IncompleteBody",
+    "InvalidObjectId",
+    "InvalidRequest",
+    "NoNodesAvailable",
+    "NodeUnavailable",
+    "ObjectNotFound",
+    "ServiceUnavailable",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to its clients."""
+
+    code = "gateway_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidRequest(GatewayError):
+    code = "invalid_request"
+
+
+class InvalidObjectId(InvalidRequest):
+    code = "invalid_object_id"
+
+
+class IncompleteBody(InvalidRequest):
+    code = "incomplete_body"
+
+
+class BodyTooLarge(InvalidRequest):
+    code = "body_too_large"
+
+
+class ObjectNotFound(GatewayError):
+    code = "object_not_found"
+
+
+class ServiceUnavailable(GatewayError):
+    code = "service_unavailable"
+
+
+class NoNodesAvailable(ServiceUnavailable):
+    code = "no_nodes_available"
+
+
+class NodeUnavailable(ServiceUnavailable):
+    code = "node_unavailable"
+
+    def __init__(self, node_name: str, reason: str) -> None:
+        super().__init__(f"storage node {node_name} is unavailable: {reason}")
+        self.node_name = node_name
+
+
+class DiscoveryUnavailable(ServiceUnavailable):
+    code = "discovery_unavailable"

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = ["Credentials", "Node", "NodeState"]
+
+
+class NodeState(StrEnum):
+    """Whether a member of the fleet can be asked to serve requests right now."""
+
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    access_key: str
+    # Kept out of repr so that logging a node or an error never leaks the secret.
+    secret_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A storage node of the fleet.
+
+    ``name`` is its identity on the ring (stable across restarts); ``host`` may change when the node
+    restarts and is ``None`` while it is down.
+    """
+
+    name: str
+    host: str | None
+    port: int
+    credentials: Credentials
+    state: NodeState
+
+    @property
+    def is_up(self) -> bool:
+        return self.state is NodeState.UP and self.host is not None
+
+    @property
+    def endpoint(self) -> str | None:
+        if self.host is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"

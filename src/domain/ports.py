@@ -1,0 +1,60 @@
+"""What the core needs from the outside world, as Protocols the adapters implement."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from domain.node import Node
+from domain.object_id import ObjectId
+
+__all__ = ["NodeDiscovery", "ObjectInfo", "ObjectStorage", "StoredObject"]
+
+
+class NodeDiscovery(Protocol):
+    """Finds every storage node of the fleet, up or down."""
+
+    async def discover(self) -> Sequence[Node]:
+        """All current members. Raises ``DiscoveryUnavailable`` when the source cannot be asked."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size: int
+    content_type: str
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """An object being read: its metadata, then its bytes as they arrive.
+
+    ``close`` must be awaited once the reader is done (or gives up), to return the connection.
+    """
+
+    info: ObjectInfo
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
+
+
+class ObjectStorage(Protocol):
+    """Stores and returns object bytes on one given node."""
+
+    async def exists(self, node: Node, object_id: ObjectId) -> bool: ...
+
+    async def put(
+        self,
+        node: Node,
+        object_id: ObjectId,
+        body: AsyncIterator[bytes],
+        length: int | None,
+        content_type: str,
+    ) -> ObjectInfo:
+        """Store ``body`` atomically: on any failure no partial object becomes visible."""
+        ...
+
+    async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
+        """Open the object for reading. Raises ``ObjectNotFound`` when it does not exist."""
+        ...

@@ -1,0 +1,1 @@
+"""How the gateway starts and is reached: settings, composition root, HTTP app, server."""

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+import docker
+from dependency_injector import containers, providers
+
+from adapters.docker_discovery import DockerNodeDiscovery
+from adapters.minio_storage import MinioObjectStorage, MinioSettings
+from adapters.upload_budget import UploadBudget
+from application.fleet import Fleet
+from application.use_cases import GetObject, PutObject
+from entrypoints.settings import Settings
+
+__all__ = ["Container"]
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+
+
+def _thread_pool(max_workers: int, thread_name_prefix: str) -> Iterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _closing(factory: Callable[..., _C], **kwargs: object) -> Iterator[_C]:
+    resource = factory(**kwargs)
+    try:
+        yield resource
+    finally:
+        resource.close()
+
+
+class Container(containers.DeclarativeContainer):
+    """The one composition root. Tests override providers (``container.node_discovery.override``).
+
+    Resources (thread pools, SDK clients) are created on first use and released by
+    ``shutdown_resources()``, which the app calls when it stops.
+    """
+
+    settings = providers.Singleton(Settings.from_environ)
+
+    io_executor = providers.Resource(
+        _thread_pool, max_workers=settings.provided.io_threads, thread_name_prefix="node-io"
+    )
+    # Its own thread, so that discovery never queues behind long uploads.
+    discovery_executor = providers.Resource(
+        _thread_pool, max_workers=1, thread_name_prefix="discovery"
+    )
+
+    docker_client = providers.Factory(
+        docker.from_env, timeout=settings.provided.docker_timeout_seconds
+    )
+    node_discovery = providers.Resource(
+        _closing,
+        DockerNodeDiscovery,
+        client_factory=docker_client.provider,
+        name_marker=settings.provided.node_name_marker,
+        node_port=settings.provided.node_port,
+        executor=discovery_executor,
+    )
+    fleet = providers.Singleton(
+        Fleet,
+        discovery=node_discovery,
+        ttl_seconds=settings.provided.discovery_ttl_seconds,
+        virtual_nodes=settings.provided.virtual_nodes,
+    )
+
+    upload_budget = providers.Singleton(
+        UploadBudget, capacity_bytes=settings.provided.upload_buffer_bytes
+    )
+    minio_settings = providers.Singleton(
+        MinioSettings,
+        bucket=settings.provided.bucket,
+        connect_timeout_seconds=settings.provided.node_connect_timeout_seconds,
+        read_timeout_seconds=settings.provided.node_read_timeout_seconds,
+        retries=settings.provided.node_retries,
+        connection_pool_size=settings.provided.io_threads,
+        part_size_bytes=settings.provided.part_size_bytes,
+        download_chunk_bytes=settings.provided.download_chunk_bytes,
+        body_read_timeout_seconds=settings.provided.body_read_timeout_seconds,
+    )
+    object_storage = providers.Resource(
+        _closing,
+        MinioObjectStorage,
+        settings=minio_settings,
+        executor=io_executor,
+        upload_budget=upload_budget,
+    )
+
+    put_object = providers.Factory(PutObject, fleet=fleet, storage=object_storage)
+    get_object = providers.Factory(GetObject, fleet=fleet, storage=object_storage)

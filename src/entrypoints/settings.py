@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+__all__ = ["ENV_PREFIX", "Settings"]
+
+ENV_PREFIX = "GATEWAY_"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the gateway. Each field is read from ``GATEWAY_<FIELD NAME IN CAPITALS>``.
+
+    The Docker daemon itself is found the way the docker SDK always finds it (``DOCKER_HOST``, else
+    ``/var/run/docker.sock``).
+    """
+
+    host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container must listen on every interface
+    port: int = 3000
+    log_level: str = "INFO"
+    # Containers whose name contains this are storage nodes.
+    node_name_marker: str = "amazin-object-storage-node"
+    node_port: int = 9000
+    bucket: str = "objects"
+    discovery_ttl_seconds: float = 2.0
+    docker_timeout_seconds: float = 5.0
+    virtual_nodes: int = 200
+    node_connect_timeout_seconds: float = 2.0
+    node_read_timeout_seconds: float = 30.0
+    node_retries: int = 2
+    # Threads that run the blocking S3 SDK; each in-flight upload holds one for its whole duration.
+    io_threads: int = 32
+    # Memory that all in-flight uploads together may buffer; further uploads wait (backpressure).
+    upload_buffer_bytes: int = 16 * MiB
+    part_size_bytes: int = 5 * MiB
+    download_chunk_bytes: int = 256 * 1024
+    # Largest accepted PUT body; unset means unlimited.
+    max_body_bytes: int | None = None
+    body_read_timeout_seconds: float = 60.0
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        types = typing.get_type_hints(cls)
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            variable = env_variable(field.name)
+            raw = environ.get(variable, "").strip()
+            if raw:
+                values[field.name] = _parse(variable, raw, types[field.name])
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def env_variable(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _parse(variable: str, raw: str, wanted: object) -> object:
+    target = int if wanted in (int, int | None) else float if wanted is float else str
+    try:
+        return target(raw)
+    except ValueError:
+        raise ValueError(f"{variable}={raw!r} is not a valid {target.__name__}") from None
