@@ -5,9 +5,10 @@ from collections.abc import AsyncIterator
 
 from litestar import Litestar, Request, Response, get, put
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, InternalServerException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from application.use_cases import GetObject, PutObject
@@ -107,7 +108,9 @@ def _content_length(request: Request[object, object, State]) -> int | None:
     "replaced one.",
 )
 async def put_object(
-    request: Request[object, object, State], object_id: str, put_use_case: PutObject
+    request: Request[object, object, State],
+    object_id: FromPath[str],
+    put_use_case: NamedDependency[PutObject],
 ) -> Response[dict[str, object]]:
     outcome = await put_use_case(
         _without_leading_slash(object_id),
@@ -116,14 +119,18 @@ async def put_object(
         request.headers.get("content-type"),
     )
     return Response(
-        content={"id": _without_leading_slash(object_id), "size": outcome.info.size, "etag": outcome.info.etag},
+        content={
+            "id": _without_leading_slash(object_id),
+            "size": outcome.info.size,
+            "etag": outcome.info.etag,
+        },
         status_code=201 if outcome.created else 200,
         headers={"ETag": f'"{outcome.info.etag}"'},
     )
 
 
 @get("/object/{object_id:path}", summary="Read an object")
-async def get_object(object_id: str, get_use_case: GetObject) -> Stream:
+async def get_object(object_id: FromPath[str], get_use_case: NamedDependency[GetObject]) -> Stream:
     retrieved = await get_use_case(_without_leading_slash(object_id))
     stored = retrieved.stored
 
@@ -151,6 +158,11 @@ async def get_without_id() -> None:
     raise InvalidObjectId("the object ID is empty")
 
 
+@get("/health/live", summary="Liveness: the process answers")
+async def live() -> dict[str, str]:
+    return {"status": "alive"}
+
+
 def create_app(container: Container | None = None) -> Litestar:
     """Build the HTTP app around a container (a fresh one reading the environment by default)."""
     container = container or Container()
@@ -167,7 +179,7 @@ def create_app(container: Container | None = None) -> Litestar:
         container.shutdown_resources()
 
     return Litestar(
-        route_handlers=[put_object, get_object, put_without_id, get_without_id],
+        route_handlers=[put_object, get_object, put_without_id, get_without_id, live],
         dependencies={
             "put_use_case": Provide(provide_put_use_case, sync_to_thread=False),
             "get_use_case": Provide(provide_get_use_case, sync_to_thread=False),

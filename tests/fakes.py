@@ -1,0 +1,99 @@
+"""In-memory fakes of the domain ports, for tests that must not touch Docker or a node."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from domain.errors import DiscoveryUnavailable, IncompleteBody, NodeUnavailable, ObjectNotFound
+from domain.node import Credentials, Node, NodeState
+from domain.object_id import ObjectId
+from domain.ports import ObjectInfo, StoredObject
+
+
+def make_node(name: str, state: NodeState = NodeState.UP, host: str | None = "10.0.0.1") -> Node:
+    return Node(
+        name=name,
+        host=host if state is NodeState.UP else None,
+        port=9000,
+        credentials=Credentials(access_key="access", secret_key="secret-key-value"),
+        state=state,
+    )
+
+
+@dataclass
+class FakeNodeDiscovery:
+    nodes: list[Node] = field(default_factory=list)
+    failure: DiscoveryUnavailable | None = None
+    calls: int = 0
+
+    async def discover(self) -> Sequence[Node]:
+        self.calls += 1
+        if self.failure is not None:
+            raise self.failure
+        return list(self.nodes)
+
+
+@dataclass
+class _Stored:
+    data: bytes
+    content_type: str
+
+    @property
+    def info(self) -> ObjectInfo:
+        return ObjectInfo(
+            size=len(self.data),
+            content_type=self.content_type,
+            etag=hashlib.md5(self.data).hexdigest(),
+        )
+
+
+@dataclass
+class InMemoryObjectStorage:
+    objects: dict[tuple[str, str], _Stored] = field(default_factory=dict)
+    unreachable_nodes: set[str] = field(default_factory=set)
+    open_reads: int = 0
+
+    async def exists(self, node: Node, object_id: ObjectId) -> bool:
+        self._check_reachable(node)
+        return (node.name, object_id.value) in self.objects
+
+    async def put(
+        self,
+        node: Node,
+        object_id: ObjectId,
+        body: AsyncIterator[bytes],
+        length: int | None,
+        content_type: str,
+    ) -> ObjectInfo:
+        self._check_reachable(node)
+        data = b"".join([chunk async for chunk in body])
+        if length is not None and len(data) != length:
+            raise IncompleteBody(f"the body ended after {len(data)} of {length} bytes")
+        stored = _Stored(data, content_type)
+        self.objects[(node.name, object_id.value)] = stored
+        return stored.info
+
+    async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
+        self._check_reachable(node)
+        stored = self.objects.get((node.name, object_id.value))
+        if stored is None:
+            raise ObjectNotFound("no object is stored under this ID")
+        self.open_reads += 1
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(stored.data), 4096):
+                yield stored.data[start : start + 4096]
+
+        async def close() -> None:
+            self.open_reads -= 1
+
+        return StoredObject(info=stored.info, chunks=chunks(), close=close)
+
+    def node_of(self, object_id: str) -> list[str]:
+        return [name for name, stored_id in self.objects if stored_id == object_id]
+
+    def _check_reachable(self, node: Node) -> None:
+        if node.name in self.unreachable_nodes:
+            raise NodeUnavailable(node.name, "it cannot be reached (fake)")

@@ -1,0 +1,59 @@
+import os
+from collections.abc import Iterator
+
+# The reaper image cannot be pulled on machines without a registry; fixtures clean up themselves.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+import docker
+import httpx
+import pytest
+
+from tests.integration.support import (
+    GatewayServer,
+    StorageNode,
+    new_run_marker,
+    remove_leftover_test_containers,
+    start_node,
+)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    # No skip: a missing Docker daemon is a failure of the test run, not a reason to pass.
+    client = docker.from_env()
+    client.ping()
+    remove_leftover_test_containers(client)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def run_marker() -> str:
+    return new_run_marker()
+
+
+@pytest.fixture(scope="session")
+def nodes(docker_client: docker.DockerClient, run_marker: str) -> Iterator[list[StorageNode]]:
+    started: list[StorageNode] = []
+    try:
+        # Different keys each; the third uses MinIO's legacy variable names.
+        for index, legacy in ((1, False), (2, False), (3, True)):
+            started.append(start_node(run_marker, index, legacy_key_names=legacy))
+        yield started
+    finally:
+        for node in started:
+            node.container.stop()
+            # testcontainers keeps a Docker client per container; close its socket too.
+            node.container.get_docker_client().client.close()
+
+
+@pytest.fixture(scope="session")
+def gateway(nodes: list[StorageNode], run_marker: str) -> Iterator[GatewayServer]:
+    with GatewayServer.for_marker(run_marker) as server:
+        yield server
+
+
+@pytest.fixture
+def http(gateway: GatewayServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.base_url, timeout=60) as client:
+        yield client

@@ -1,0 +1,158 @@
+"""Real storage nodes and a real gateway for integration tests.
+
+Nodes are containers of ``MINIO_IMAGE`` (default: a pinned MinIO release; CI sets the
+MinIO-compatible stand-in) named ``amazin-object-storage-node-<run>-<n>``. The gateway under test
+runs in this process on a loopback port and is configured with the run-specific marker, so
+leftovers of earlier runs or a compose stack never join its ring.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import docker
+import uvicorn
+from dependency_injector import providers
+from minio import Minio
+from testcontainers.core.container import DockerContainer
+
+from entrypoints.app import create_app
+from entrypoints.container import Container
+from entrypoints.settings import Settings
+
+DEFAULT_MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
+MINIO_IMAGE = os.environ.get("MINIO_IMAGE") or DEFAULT_MINIO_IMAGE
+TEST_LABEL = "amazin-gateway-tests"
+BUCKET = "objects"
+
+
+def new_run_marker() -> str:
+    return f"amazin-object-storage-node-{uuid.uuid4().hex[:8]}"
+
+
+def remove_leftover_test_containers(client: docker.DockerClient) -> None:
+    """Containers of earlier test runs that died before their own cleanup."""
+    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        container.remove(force=True, v=True)
+
+
+@dataclass
+class StorageNode:
+    name: str
+    access_key: str
+    secret_key: str
+    legacy_key_names: bool
+    container: DockerContainer
+
+    @property
+    def wrapped(self):  # type: ignore[no-untyped-def]
+        return self.container.get_wrapped_container()
+
+    def ip_address(self) -> str:
+        self.wrapped.reload()
+        networks = self.wrapped.attrs["NetworkSettings"]["Networks"]
+        return next(n["IPAddress"] for _, n in sorted(networks.items()) if n["IPAddress"])
+
+    def client(self) -> Minio:
+        return Minio(
+            f"{self.ip_address()}:9000",
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
+
+    def object_names(self) -> set[str]:
+        client = self.client()
+        if not client.bucket_exists(BUCKET):
+            return set()
+        return {obj.object_name or "" for obj in client.list_objects(BUCKET)}
+
+    def stop(self) -> None:
+        self.wrapped.stop(timeout=2)
+
+    def start(self) -> None:
+        self.wrapped.start()
+        wait_until_ready(self)
+
+
+def start_node(marker: str, index: int, legacy_key_names: bool = False) -> StorageNode:
+    access_key, secret_key = f"user{index}key", f"secret{index}-{uuid.uuid4().hex[:12]}"
+    names = (
+        ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
+        if legacy_key_names
+        else ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
+    )
+    name = f"{marker}-{index}"
+    container = (
+        DockerContainer(MINIO_IMAGE)
+        .with_name(name)
+        .with_env(names[0], access_key)
+        .with_env(names[1], secret_key)
+        .with_command("server /data")
+        .with_kwargs(labels={TEST_LABEL: "1"})
+    )
+    container.start()
+    node = StorageNode(name, access_key, secret_key, legacy_key_names, container)
+    wait_until_ready(node)
+    return node
+
+
+def wait_until_ready(node: StorageNode, timeout_seconds: float = 30) -> None:
+    def answers() -> bool:
+        try:
+            node.client().list_buckets()
+        except Exception:
+            return False
+        return True
+
+    wait_for(answers, timeout_seconds, f"node {node.name} to answer")
+
+
+def wait_for(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}")
+
+
+class GatewayServer:
+    """The real app served by uvicorn on a free loopback port, in a background thread."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(container), log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    @classmethod
+    def for_marker(cls, marker: str, **overrides: object) -> GatewayServer:
+        container = Container()
+        settings = Settings(node_name_marker=marker, discovery_ttl_seconds=0.3, **overrides)  # type: ignore[arg-type]
+        container.settings.override(providers.Object(settings))
+        return cls(container)
+
+    def __enter__(self) -> GatewayServer:
+        self._thread.start()
+        wait_for(lambda: self._server.started, 10, "the gateway to start")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()

@@ -1,0 +1,120 @@
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from application.fleet import Fleet
+from application.use_cases import GetObject, PutObject
+from domain.errors import IncompleteBody, InvalidObjectId, NodeUnavailable, ObjectNotFound
+from domain.node import NodeState
+from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
+
+
+async def body_of(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+class Gateway:
+    def __init__(self, node_count: int = 3) -> None:
+        self.discovery = FakeNodeDiscovery(
+            nodes=[make_node(f"node-{i}") for i in range(node_count)]
+        )
+        self.storage = InMemoryObjectStorage()
+        fleet = Fleet(self.discovery, ttl_seconds=0, virtual_nodes=64)
+        self.put = PutObject(fleet, self.storage)
+        self.get = GetObject(fleet, self.storage)
+
+    async def read(self, raw_id: str) -> bytes:
+        retrieved = await self.get(raw_id)
+        try:
+            return b"".join([chunk async for chunk in retrieved.stored.chunks])
+        finally:
+            await retrieved.stored.close()
+
+
+def test_put_then_get_returns_the_same_bytes_and_content_type() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        outcome = await gateway.put("abc", body_of(b"hello ", b"world"), 11, "text/plain")
+        assert outcome.created
+        assert outcome.info.size == 11
+        assert await gateway.read("abc") == b"hello world"
+        assert (await gateway.get("abc")).stored.info.content_type == "text/plain"
+
+    asyncio.run(scenario())
+
+
+def test_a_second_put_overwrites_and_reports_an_existing_object() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        await gateway.put("abc", body_of(b"old"), None, None)
+        outcome = await gateway.put("abc", body_of(b"new"), None, None)
+        assert not outcome.created
+        assert await gateway.read("abc") == b"new"
+
+    asyncio.run(scenario())
+
+
+def test_an_object_is_stored_only_on_the_node_that_owns_its_id() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        outcome = await gateway.put("abc", body_of(b"x"), 1, None)
+        assert gateway.storage.node_of("abc") == [outcome.node.name]
+
+    asyncio.run(scenario())
+
+
+def test_ids_are_spread_over_every_node() -> None:
+    gateway = Gateway(node_count=3)
+
+    async def scenario() -> None:
+        for i in range(60):
+            await gateway.put(f"id{i}", body_of(b"x"), 1, None)
+
+    asyncio.run(scenario())
+    assert {name for name, _ in gateway.storage.objects} == {"node-0", "node-1", "node-2"}
+
+
+def test_missing_content_type_defaults_to_octet_stream() -> None:
+    gateway = Gateway()
+    outcome = asyncio.run(gateway.put("abc", body_of(b"x"), 1, None))
+    assert outcome.info.content_type == "application/octet-stream"
+
+
+def test_get_of_an_unknown_id_is_not_found() -> None:
+    with pytest.raises(ObjectNotFound):
+        asyncio.run(Gateway().get("nothing"))
+
+
+def test_an_invalid_id_is_refused_before_any_node_is_asked() -> None:
+    gateway = Gateway()
+    with pytest.raises(InvalidObjectId):
+        asyncio.run(gateway.put("a-b", body_of(b"x"), 1, None))
+    assert gateway.discovery.calls == 0
+
+
+def test_a_put_to_a_stopped_owner_is_refused_and_written_nowhere() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        owner = (await gateway.put("abc", body_of(b"v1"), None, None)).node
+        gateway.discovery.nodes = [
+            make_node(n.name, NodeState.DOWN) if n.name == owner.name else n
+            for n in gateway.discovery.nodes
+        ]
+        with pytest.raises(NodeUnavailable):
+            await gateway.put("abc", body_of(b"v2"), None, None)
+        with pytest.raises(NodeUnavailable):
+            await gateway.get("abc")
+        assert gateway.storage.node_of("abc") == [owner.name]
+
+    asyncio.run(scenario())
+
+
+def test_a_body_shorter_than_its_length_is_refused() -> None:
+    with pytest.raises(IncompleteBody):
+        asyncio.run(Gateway().put("abc", body_of(b"xy"), 3, None))
