@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -23,6 +24,9 @@ __all__ = ["MinioObjectStorage", "MinioSettings"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+# Bodies up to this size are gathered on the event loop and handed over whole: cheaper than
+# bridging them chunk by chunk into the worker thread.
+_SMALL_BODY_BYTES = 256 * 1024
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject"})
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 
@@ -85,9 +89,16 @@ class MinioObjectStorage:
         part_size = self._settings.part_size_bytes
         buffered = part_size if length is None else min(length, part_size)
         async with self._upload_budget.reserve(buffered):
-            reader = _BlockingBodyReader(
-                body, asyncio.get_running_loop(), length, self._settings.body_read_timeout_seconds
-            )
+            reader: io.BytesIO | _BlockingBodyReader
+            if length is not None and length <= _SMALL_BODY_BYTES:
+                reader = io.BytesIO(await _gather_small_body(body, length))
+            else:
+                reader = _BlockingBodyReader(
+                    body,
+                    asyncio.get_running_loop(),
+                    length,
+                    self._settings.body_read_timeout_seconds,
+                )
             try:
                 result = await self._run(
                     node,
@@ -105,28 +116,34 @@ class MinioObjectStorage:
                 # The bucket vanished (e.g. the node's volume was replaced): recreate it next time.
                 self._buckets_ready.discard(self._clients[node.name][0])
                 raise NodeUnavailable(node.name, "its bucket disappeared during the write") from exc
-        return ObjectInfo(size=reader.bytes_read, content_type=content_type, etag=result.etag or "")
+        size = reader.bytes_read if isinstance(reader, _BlockingBodyReader) else length
+        assert size is not None
+        return ObjectInfo(size=size, content_type=content_type, etag=result.etag or "")
 
     async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
         client = self._client_for(node)
-        response = await self._run(node, client.get_object, self._settings.bucket, object_id.value)
-        headers = response.headers
-        info = ObjectInfo(
-            size=int(headers.get("Content-Length", "0")),
-            content_type=headers.get("Content-Type") or "application/octet-stream",
-            etag=headers.get("ETag", "").strip('"'),
+        chunk_size = self._settings.download_chunk_bytes
+        opened = await self._run(
+            node, _open_object, client, self._settings.bucket, object_id.value, chunk_size
         )
-        chunks = response.stream(self._settings.download_chunk_bytes, decode_content=False)
+        response = opened.response
 
         async def read_chunks() -> AsyncIterator[bytes]:
+            if opened.small_body is not None:
+                if opened.small_body:
+                    yield opened.small_body
+                return
+            assert response is not None
+            chunks = response.stream(chunk_size, decode_content=False)
             while chunk := await self._run(node, next, chunks, b""):
                 yield chunk
 
         async def close() -> None:
-            response.close()
-            response.release_conn()
+            if response is not None:
+                response.close()
+                response.release_conn()
 
-        return StoredObject(info=info, chunks=read_chunks(), close=close)
+        return StoredObject(info=opened.info, chunks=read_chunks(), close=close)
 
     def close(self) -> None:
         for _, client in self._clients.values():
@@ -191,6 +208,32 @@ class MinioObjectStorage:
             _raise_translated(exc, node.name)
 
 
+@dataclass(frozen=True, slots=True)
+class _OpenedObject:
+    info: ObjectInfo
+    # The whole body when it fits in one chunk (read in the same worker-thread hop as the request);
+    # otherwise None, and the body streams from ``response``.
+    small_body: bytes | None
+    response: urllib3.BaseHTTPResponse | None
+
+
+def _open_object(client: Minio, bucket: str, name: str, chunk_size: int) -> _OpenedObject:
+    response = client.get_object(bucket, name)
+    headers = response.headers
+    info = ObjectInfo(
+        size=int(headers.get("Content-Length", "0")),
+        content_type=headers.get("Content-Type") or "application/octet-stream",
+        etag=headers.get("ETag", "").strip('"'),
+    )
+    if info.size > chunk_size:
+        return _OpenedObject(info=info, small_body=None, response=response)
+    try:
+        return _OpenedObject(info=info, small_body=response.read(), response=None)
+    finally:
+        response.close()
+        response.release_conn()
+
+
 def _create_bucket_if_missing(client: Minio, bucket: str) -> None:
     if client.bucket_exists(bucket):
         return
@@ -236,11 +279,24 @@ def _http_client_of(client: Minio) -> urllib3.PoolManager:
     return client._http  # noqa: SLF001 - minio-py offers no public way to close its pool
 
 
+async def _gather_small_body(body: AsyncIterator[bytes], length: int) -> bytes:
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        if received > length:
+            raise IncompleteBody("the body is longer than its Content-Length")
+        chunks.append(chunk)
+    if received != length:
+        raise IncompleteBody(f"the body ended after {received} of {length} bytes")
+    return b"".join(chunks)
+
+
 class _BlockingBodyReader:
     """A blocking ``read()`` over an async chunk iterator, for minio-py running in a worker thread.
 
-    Each ``read(n)`` gathers up to ``n`` bytes into one buffer: minio-py concatenates what ``read``
-    returns with ``+=``, which is quadratic when fed small chunks.
+    Each ``read(n)`` gathers up to ``n`` bytes and joins them once: minio-py concatenates what
+    ``read`` returns with ``+=``, which is quadratic when fed small chunks.
     """
 
     def __init__(
@@ -254,21 +310,29 @@ class _BlockingBodyReader:
         self._loop = loop
         self._expected_length = expected_length
         self._timeout_seconds = timeout_seconds
-        self._pending = bytearray()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._finished = False
         self.bytes_read = 0
 
     def read(self, size: int = -1) -> bytes:
-        while not self._finished and (size < 0 or len(self._pending) < size):
+        while not self._finished and (size < 0 or self._pending_size < size):
             chunk = self._next_chunk()
             if chunk is None:
                 self._finished = True
                 self._check_complete()
-            else:
-                self._pending += chunk
-        taken = len(self._pending) if size < 0 else min(size, len(self._pending))
-        data = bytes(self._pending[:taken])
-        del self._pending[:taken]
+            elif chunk:
+                self._pending.append(chunk)
+                self._pending_size += len(chunk)
+        if size < 0 or self._pending_size <= size:
+            data = b"".join(self._pending)
+            self._pending.clear()
+        else:
+            # Split the last chunk so that exactly ``size`` bytes are returned.
+            joined = b"".join(self._pending)
+            data, rest = joined[:size], joined[size:]
+            self._pending = [rest]
+        self._pending_size -= len(data)
         return data
 
     def _next_chunk(self) -> bytes | None:

@@ -189,5 +189,7 @@ def create_app(container: Container | None = None) -> Litestar:
             HTTPException: _http_error_handler,
         },
         request_max_body_size=settings.max_body_bytes,
+        # Logging is configured once by the process entry point, not by the framework.
+        logging_config=None,
         on_shutdown=[release_resources],
     )
