@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from domain.errors import DiscoveryUnavailable, IncompleteBody, NodeUnavailable, ObjectNotFound
+from domain.errors import DiscoveryUnavailable, IncompleteBody, NodeUnreachable, ObjectNotFound
 from domain.node import Credentials, Node, NodeState
 from domain.object_id import ObjectId
 from domain.ports import ObjectInfo, StoredObject
@@ -22,17 +23,55 @@ def make_node(name: str, state: NodeState = NodeState.UP, host: str | None = "10
     )
 
 
+class FakeChangeFeed:
+    """Changes arrive when a test calls ``announce`` (or ``break_feed``), on the feed's own loop."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self.broken: DiscoveryUnavailable | None = None
+        self.closed = False
+
+    def announce(self) -> None:
+        self._loop.call_soon_threadsafe(self._changed.set)
+
+    def break_feed(self, error: DiscoveryUnavailable) -> None:
+        self.broken = error
+        self.announce()
+
+    async def next_change(self, timeout_seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout_seconds)
+        except TimeoutError:
+            return False
+        self._changed.clear()
+        if self.broken is not None:
+            raise self.broken
+        return True
+
+    async def close(self) -> None:
+        self.closed = True
+
+
 @dataclass
 class FakeNodeDiscovery:
     nodes: list[Node] = field(default_factory=list)
     failure: DiscoveryUnavailable | None = None
     calls: int = 0
+    feeds: list[FakeChangeFeed] = field(default_factory=list)
 
     async def discover(self) -> Sequence[Node]:
         self.calls += 1
         if self.failure is not None:
             raise self.failure
         return list(self.nodes)
+
+    async def watch(self) -> FakeChangeFeed:
+        if self.failure is not None:
+            raise self.failure
+        feed = FakeChangeFeed()
+        self.feeds.append(feed)
+        return feed
 
 
 @dataclass
@@ -96,4 +135,4 @@ class InMemoryObjectStorage:
 
     def _check_reachable(self, node: Node) -> None:
         if node.name in self.unreachable_nodes:
-            raise NodeUnavailable(node.name, "it cannot be reached (fake)")
+            raise NodeUnreachable(node.name, "it cannot be reached (fake)")

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import socket
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -16,7 +18,7 @@ import requests
 from domain.errors import DiscoveryUnavailable
 from domain.node import Credentials, Node, NodeState
 
-__all__ = ["DockerNodeDiscovery", "credentials_from_env"]
+__all__ = ["DockerEventFeed", "DockerNodeDiscovery", "credentials_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,15 @@ _KEY_PAIRS = (
     ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
     ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
 )
+
+
+# What can change the fleet: containers appearing, starting, stopping, going or renamed, and
+# containers joining or leaving networks (which changes their addresses).
+_EVENT_FILTERS = {
+    "type": ["container", "network"],
+    "event": ["create", "start", "die", "stop", "destroy", "rename", "connect", "disconnect"],
+}
+_STREAM_ENDED = object()
 
 
 def credentials_from_env(env: Sequence[str] | None) -> Credentials | None:
@@ -63,6 +74,23 @@ class DockerNodeDiscovery:
     async def discover(self) -> list[Node]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._discover_blocking)
+
+    async def watch(self) -> DockerEventFeed:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._open_event_feed, loop)
+
+    def _open_event_feed(self, loop: asyncio.AbstractEventLoop) -> DockerEventFeed:
+        # Its own client: the events stream holds its connection for as long as it runs.
+        try:
+            client = self._client_factory()
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise DiscoveryUnavailable(f"the Docker daemon cannot be reached: {exc}") from exc
+        try:
+            stream = client.events(decode=True, filters=_EVENT_FILTERS)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            client.close()
+            raise DiscoveryUnavailable(f"the Docker events stream failed: {exc}") from exc
+        return DockerEventFeed(client, stream, self._name_marker, loop)
 
     def close(self) -> None:
         if self._client is not None:
@@ -148,3 +176,66 @@ class DockerNodeDiscovery:
             credentials=credentials,
             state=state,
         )
+
+
+class DockerEventFeed:
+    """The Docker events stream as a ``ChangeFeed``: a thread reads it and wakes the event loop."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        stream: Any,
+        name_marker: str,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._client = client
+        self._stream = stream
+        self._name_marker = name_marker
+        self._loop = loop
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, name="docker-events", daemon=True)
+        self._reader.start()
+
+    async def next_change(self, timeout_seconds: float) -> bool:
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout_seconds)
+        except TimeoutError:
+            return False
+        # A burst (compose starting a stack) becomes one change.
+        while not self._queue.empty() and item is not _STREAM_ENDED:
+            next_item = self._queue.get_nowait()
+            if next_item is _STREAM_ENDED or isinstance(next_item, BaseException):
+                item = next_item
+        if item is _STREAM_ENDED:
+            raise DiscoveryUnavailable("the Docker events stream ended")
+        if isinstance(item, BaseException):
+            raise DiscoveryUnavailable(f"the Docker events stream failed: {item}") from item
+        return True
+
+    async def close(self) -> None:
+        self._closed = True
+        self._stream.close()
+        self._client.close()
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                if self._concerns_fleet(event):
+                    self._hand_over(event)
+            self._hand_over(_STREAM_ENDED)
+        except Exception as exc:  # any failure of the stream is handed over, to be reported there
+            if not self._closed:
+                self._hand_over(exc)
+
+    def _hand_over(self, item: object) -> None:
+        # RuntimeError: the event loop is gone, so nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def _concerns_fleet(self, event: Mapping[str, Any]) -> bool:
+        if event.get("Type") == "network":
+            return True
+        attributes = event.get("Actor", {}).get("Attributes", {})
+        names = (attributes.get("name", ""), attributes.get("oldName", ""))
+        return any(self._name_marker in name for name in names)

@@ -14,7 +14,13 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from adapters.upload_budget import UploadBudget
-from domain.errors import GatewayError, IncompleteBody, NodeUnavailable, ObjectNotFound
+from domain.errors import (
+    GatewayError,
+    IncompleteBody,
+    NodeUnavailable,
+    NodeUnreachable,
+    ObjectNotFound,
+)
 from domain.node import Node
 from domain.object_id import ObjectId
 from domain.ports import ObjectInfo, StoredObject
@@ -253,7 +259,7 @@ def _raise_translated(exc: Exception, node_name: str) -> NoReturn:
         raise NodeUnavailable(node_name, f"it answered {exc.code}") from exc
     if isinstance(exc, ServerError | InvalidResponseError):
         raise NodeUnavailable(node_name, f"it answered HTTP {status}") from exc
-    raise NodeUnavailable(node_name, f"it cannot be reached ({type(exc).__name__})") from exc
+    raise NodeUnreachable(node_name, f"it cannot be reached ({type(exc).__name__})") from exc
 
 
 def _status_of(exc: Exception) -> int | None:

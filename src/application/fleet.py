@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,7 +13,7 @@ from domain.node import Node
 from domain.object_id import ObjectId
 from domain.ports import NodeDiscovery
 
-__all__ = ["Fleet", "Membership"]
+__all__ = ["DiscoveryStatus", "Fleet", "Membership"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,40 +29,56 @@ class Membership:
         return self.nodes[self.ring.owner(object_id)]
 
 
-class Fleet:
-    """The known storage nodes, refreshed from discovery at most once per ``ttl_seconds``.
+@dataclass(frozen=True, slots=True)
+class DiscoveryStatus:
+    """How discovery is doing, for readiness and metrics."""
 
-    The request path never waits for discovery while the cached view is fresh. When discovery fails
-    after it has once succeeded, the last known membership keeps serving (and the failure is
-    reported by ``last_error``); before the first success, ``DiscoveryUnavailable`` propagates.
+    known: bool
+    seconds_since_success: float | None
+    last_error: str | None
+    refreshes: int
+    errors: int
+    reconnects: int
+
+
+class Fleet:
+    """The known storage nodes, kept current by ``refresh`` (called by the ``FleetWatcher``).
+
+    Requests read the current view without waiting for discovery; only before the first successful
+    discovery does a request ask for one itself. A view is replaced whole, so a request sees the old
+    or the new membership, never a mix. When discovery fails, the last known view keeps serving.
     """
 
     def __init__(
         self,
         discovery: NodeDiscovery,
-        ttl_seconds: float,
         virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._discovery = discovery
-        self._ttl_seconds = ttl_seconds
         self._virtual_nodes = virtual_nodes
         self._clock = clock
         self._membership: Membership | None = None
-        self._checked_at = float("-inf")
-        self._refresh_lock = asyncio.Lock()
-        self.last_error: DiscoveryUnavailable | None = None
+        self._first_refresh_lock = asyncio.Lock()
+        self._last_success_at: float | None = None
+        self._last_error: DiscoveryUnavailable | None = None
+        self._refreshes = 0
+        self._errors = 0
+        self._reconnects = 0
+
+    @property
+    def current(self) -> Membership | None:
+        return self._membership
 
     async def membership(self) -> Membership:
-        if self._is_fresh() and self._membership is not None:
+        if self._membership is not None:
             return self._membership
-        async with self._refresh_lock:
-            # Another request may have refreshed while this one waited for the lock.
-            if not self._is_fresh() or self._membership is None:
-                await self._refresh()
+        async with self._first_refresh_lock:
+            if self._membership is None:
+                with contextlib.suppress(DiscoveryUnavailable):  # recorded; raised below
+                    await self.refresh()
         if self._membership is None:
-            assert self.last_error is not None
-            raise self.last_error
+            raise self._last_error or DiscoveryUnavailable("node discovery has not run yet")
         return self._membership
 
     async def owner_of(self, object_id: ObjectId) -> Node:
@@ -71,24 +88,41 @@ class Fleet:
             raise NodeUnavailable(node.name, "the node is not running")
         return node
 
-    def _is_fresh(self) -> bool:
-        return self._clock() - self._checked_at < self._ttl_seconds
-
-    async def _refresh(self) -> None:
+    async def refresh(self) -> None:
+        """Ask discovery for the members now. A failure is recorded and raised."""
         try:
             nodes = await self._discovery.discover()
         except DiscoveryUnavailable as exc:
-            if self.last_error is None or str(exc) != str(self.last_error):
-                logger.warning("node discovery failed: %s", exc.detail)
-            self.last_error = exc
-            # A failure counts as a check too: an unreachable daemon is not asked on every request.
-            self._checked_at = self._clock()
-            return
-        if self.last_error is not None:
+            self.record_failure(exc)
+            raise
+        self._refreshes += 1
+        if self._last_error is not None:
             logger.info("node discovery recovered")
-        self.last_error = None
-        self._checked_at = self._clock()
+        self._last_error = None
+        self._last_success_at = self._clock()
         self._membership = self._membership_of(nodes)
+
+    def record_failure(self, error: DiscoveryUnavailable) -> None:
+        if error is self._last_error:
+            return  # the same failure, reported by the fleet and again by its watcher
+        self._errors += 1
+        if self._last_error is None or str(error) != str(self._last_error):
+            logger.warning("node discovery failed: %s", error.detail)
+        self._last_error = error
+
+    def record_reconnect(self) -> None:
+        self._reconnects += 1
+
+    def status(self) -> DiscoveryStatus:
+        since = None if self._last_success_at is None else self._clock() - self._last_success_at
+        return DiscoveryStatus(
+            known=self._membership is not None,
+            seconds_since_success=since,
+            last_error=None if self._last_error is None else self._last_error.detail,
+            refreshes=self._refreshes,
+            errors=self._errors,
+            reconnects=self._reconnects,
+        )
 
     def _membership_of(self, nodes: Sequence[Node]) -> Membership:
         by_name = {node.name: node for node in nodes}

@@ -8,7 +8,8 @@
     ├── ObjectNotFound            no object under this ID on its owning node
     └── ServiceUnavailable        a dependency cannot serve the request (5xx, retry later)
         ├── NoNodesAvailable      discovery found no storage node at all
-        ├── NodeUnavailable       the node that owns the ID is down or unreachable
+        ├── NodeUnavailable       the ID's node is down, refusing, or resting (circuit open)
+        │   └── NodeUnreachable   connecting to the node failed or timed out (feeds its breaker)
         └── DiscoveryUnavailable  the container runtime cannot be asked who the nodes are
 
 Adapters translate their SDK's exceptions into these at the border; the HTTP entrypoint maps each
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidRequest",
     "NoNodesAvailable",
     "NodeUnavailable",
+    "NodeUnreachable",
     "ObjectNotFound",
     "ServiceUnavailable",
 ]
@@ -39,6 +41,8 @@ class GatewayError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+        # The storage node involved, when there was one (for logs and per-node metrics).
+        self.node_name: str | None = None
 
 
 class InvalidRequest(GatewayError):
@@ -72,9 +76,16 @@ class NoNodesAvailable(ServiceUnavailable):
 class NodeUnavailable(ServiceUnavailable):
     code = "node_unavailable"
 
-    def __init__(self, node_name: str, reason: str) -> None:
+    def __init__(
+        self, node_name: str, reason: str, retry_after_seconds: float | None = None
+    ) -> None:
         super().__init__(f"storage node {node_name} is unavailable: {reason}")
         self.node_name = node_name
+        self.retry_after_seconds = retry_after_seconds
+
+
+class NodeUnreachable(NodeUnavailable):
+    """The node did not answer at all; several in a row open its circuit breaker."""
 
 
 class DiscoveryUnavailable(ServiceUnavailable):

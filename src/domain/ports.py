@@ -9,7 +9,20 @@ from typing import Protocol
 from domain.node import Node
 from domain.object_id import ObjectId
 
-__all__ = ["NodeDiscovery", "ObjectInfo", "ObjectStorage", "StoredObject"]
+__all__ = ["ChangeFeed", "NodeDiscovery", "ObjectInfo", "ObjectStorage", "StoredObject"]
+
+
+class ChangeFeed(Protocol):
+    """Notifications that the fleet may have changed (a node created, started, stopped, ...)."""
+
+    async def next_change(self, timeout_seconds: float) -> bool:
+        """Wait for the next change: True when one came (bursts count once), False on timeout.
+
+        Raises ``DiscoveryUnavailable`` when the feed broke; it is then closed and done.
+        """
+        ...
+
+    async def close(self) -> None: ...
 
 
 class NodeDiscovery(Protocol):
@@ -17,6 +30,10 @@ class NodeDiscovery(Protocol):
 
     async def discover(self) -> Sequence[Node]:
         """All current members. Raises ``DiscoveryUnavailable`` when the source cannot be asked."""
+        ...
+
+    async def watch(self) -> ChangeFeed:
+        """Start following changes; ``DiscoveryUnavailable`` when the source cannot be asked."""
         ...
 
 

@@ -1,16 +1,23 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from litestar import Litestar, Request, Response, get, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, InternalServerException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.params import FromPath
 from litestar.response import Stream
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from application.readiness import ReadinessReport, check_readiness
 from application.use_cases import GetObject, PutObject
 from domain.errors import (
     BodyTooLarge,
@@ -18,10 +25,12 @@ from domain.errors import (
     IncompleteBody,
     InvalidObjectId,
     InvalidRequest,
+    NodeUnavailable,
     ObjectNotFound,
     ServiceUnavailable,
 )
 from entrypoints.container import Container
+from entrypoints.observability import ObservedRequests, RequestFacts
 
 __all__ = ["create_app"]
 
@@ -35,33 +44,69 @@ STATUS_BY_ERROR: dict[type[GatewayError], int] = {
     ServiceUnavailable: 503,
     GatewayError: 500,
 }
-RETRY_AFTER_SECONDS = "1"
+DEFAULT_RETRY_AFTER_SECONDS = 1
+
+
+@dataclass
+class ErrorBody:
+    """Every error answer: a stable machine-readable code and a human-readable detail."""
+
+    error: str
+    detail: str
+
+
+@dataclass
+class StoredBody:
+    """The answer to a PUT."""
+
+    id: str
+    size: int
+    etag: str
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description)
+
+
+_UNAVAILABLE = _error(
+    "The ID's node is down, unreachable or resting (node_unavailable), no node is known "
+    "(no_nodes_available), or the Docker daemon cannot be reached (discovery_unavailable). "
+    "Carries Retry-After."
+)
+_INVALID_ID = _error("The ID is not 1 to 32 ASCII letters and digits (invalid_object_id).")
 
 
 def status_for(error: GatewayError) -> int:
     return next(STATUS_BY_ERROR[cls] for cls in type(error).__mro__ if cls in STATUS_BY_ERROR)
 
 
+def _facts(request: Request[object, object, State]) -> RequestFacts | None:
+    return RequestFacts.of(request.scope["state"])
+
+
 def _error_response(
     status: int, error: str, detail: str, headers: dict[str, str] | None = None
-) -> Response[dict[str, str]]:
-    return Response(
-        content={"error": error, "detail": detail}, status_code=status, headers=headers or {}
-    )
+) -> Response[ErrorBody]:
+    return Response(ErrorBody(error, detail), status_code=status, headers=headers or {})
 
 
 def _gateway_error_handler(
-    _: Request[object, object, State], exc: Exception
-) -> Response[dict[str, str]]:
+    request: Request[object, object, State], exc: Exception
+) -> Response[ErrorBody]:
     assert isinstance(exc, GatewayError)
     status = status_for(exc)
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    headers = None
+    if status == 503:
+        retry_after = getattr(exc, "retry_after_seconds", None) or DEFAULT_RETRY_AFTER_SECONDS
+        headers = {"Retry-After": str(math.ceil(retry_after))}
+    facts = _facts(request)
+    if facts is not None and exc.node_name is not None:
+        facts.node = exc.node_name
+        facts.node_failed = isinstance(exc, NodeUnavailable)
     return _error_response(status, exc.code, exc.detail, headers)
 
 
-def _http_error_handler(
-    _: Request[object, object, State], exc: Exception
-) -> Response[dict[str, str]]:
+def _http_error_handler(_: Request[object, object, State], exc: Exception) -> Response[ErrorBody]:
     # Litestar's own errors (unknown route, wrong method, ...) get the same body shape as ours.
     assert isinstance(exc, HTTPException)
     if exc.status_code >= 500:
@@ -86,9 +131,13 @@ async def _request_body(request: Request[object, object, State]) -> AsyncIterato
         raise IncompleteBody("the client disconnected before sending the whole body") from exc
 
 
-def _without_leading_slash(path_value: str) -> str:
+def _object_id(request: Request[object, object, State], path_value: str) -> str:
     # A "path" parameter (chosen so that "a/b" is a 400, not a 404) keeps its leading slash.
-    return path_value.removeprefix("/")
+    object_id = path_value.removeprefix("/")
+    facts = _facts(request)
+    if facts is not None:
+        facts.object_id = object_id
+    return object_id
 
 
 def _content_length(request: Request[object, object, State]) -> int | None:
@@ -104,34 +153,64 @@ def _content_length(request: Request[object, object, State]) -> int | None:
 @put(
     "/object/{object_id:path}",
     summary="Store an object",
-    description="Streams the body to the node that owns the ID. 201 for a new object, 200 when it "
-    "replaced one.",
+    description="Streams the body to the node that owns the ID, replacing any object stored under "
+    "it. The Content-Type given is stored and returned by GET. Writes are atomic.",
+    status_code=201,
+    response_description="A new object was stored (200 when it replaced one).",
+    responses={
+        200: ResponseSpec(
+            data_container=StoredBody, description="An existing object was replaced."
+        ),
+        400: _error(
+            "Invalid ID (invalid_object_id) or a body shorter than its Content-Length "
+            "(incomplete_body)."
+        ),
+        413: _error("The body exceeds GATEWAY_MAX_BODY_BYTES (body_too_large)."),
+        503: _UNAVAILABLE,
+    },
 )
 async def put_object(
     request: Request[object, object, State],
     object_id: FromPath[str],
     put_use_case: NamedDependency[PutObject],
-) -> Response[dict[str, object]]:
+) -> Response[StoredBody]:
+    object_id = _object_id(request, object_id)
     outcome = await put_use_case(
-        _without_leading_slash(object_id),
+        object_id,
         _request_body(request),
         _content_length(request),
         request.headers.get("content-type"),
     )
+    facts = _facts(request)
+    if facts is not None:
+        facts.node = outcome.node.name
     return Response(
-        content={
-            "id": _without_leading_slash(object_id),
-            "size": outcome.info.size,
-            "etag": outcome.info.etag,
-        },
+        StoredBody(id=object_id, size=outcome.info.size, etag=outcome.info.etag),
         status_code=201 if outcome.created else 200,
         headers={"ETag": f'"{outcome.info.etag}"'},
     )
 
 
-@get("/object/{object_id:path}", summary="Read an object")
-async def get_object(object_id: FromPath[str], get_use_case: NamedDependency[GetObject]) -> Stream:
-    retrieved = await get_use_case(_without_leading_slash(object_id))
+@get(
+    "/object/{object_id:path}",
+    summary="Read an object",
+    description="Streams the object back with its Content-Length, Content-Type and ETag.",
+    response_description="The object's bytes.",
+    responses={
+        400: _INVALID_ID,
+        404: _error("Nothing is stored under this ID (object_not_found)."),
+        503: _UNAVAILABLE,
+    },
+)
+async def get_object(
+    request: Request[object, object, State],
+    object_id: FromPath[str],
+    get_use_case: NamedDependency[GetObject],
+) -> Stream:
+    retrieved = await get_use_case(_object_id(request, object_id))
+    facts = _facts(request)
+    if facts is not None:
+        facts.node = retrieved.node.name
     stored = retrieved.stored
 
     async def body() -> AsyncIterator[bytes]:
@@ -148,12 +227,12 @@ async def get_object(object_id: FromPath[str], get_use_case: NamedDependency[Get
     )
 
 
-@put("/object", summary="Store an object (empty ID: always refused)", include_in_schema=False)
+@put("/object", include_in_schema=False)
 async def put_without_id() -> None:
     raise InvalidObjectId("the object ID is empty")
 
 
-@get("/object", summary="Read an object (empty ID: always refused)", include_in_schema=False)
+@get("/object", include_in_schema=False)
 async def get_without_id() -> None:
     raise InvalidObjectId("the object ID is empty")
 
@@ -161,6 +240,23 @@ async def get_without_id() -> None:
 @get("/health/live", summary="Liveness: the process answers")
 async def live() -> dict[str, str]:
     return {"status": "alive"}
+
+
+@get(
+    "/health/ready",
+    summary="Readiness: discovery is current and a node can serve",
+    description="200 when the Docker daemon answered recently and at least one node is up and "
+    "not resting; 503 otherwise. Lists every node (never its keys) and the discovery state.",
+    responses={503: ResponseSpec(data_container=ReadinessReport, description="Not ready.")},
+)
+async def ready(readiness: NamedDependency[ReadinessReport]) -> Response[ReadinessReport]:
+    return Response(readiness, status_code=200 if readiness.ready else 503)
+
+
+@get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request[object, object, State]) -> Response[bytes]:
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(container: Container | None = None) -> Litestar:
@@ -175,14 +271,36 @@ def create_app(container: Container | None = None) -> Litestar:
     def provide_get_use_case() -> GetObject:
         return container.get_object()
 
-    def release_resources() -> None:
-        container.shutdown_resources()
+    def provide_readiness() -> ReadinessReport:
+        return check_readiness(
+            container.fleet(), container.breakers(), settings.discovery_stale_after_seconds
+        )
 
-    return Litestar(
-        route_handlers=[put_object, get_object, put_without_id, get_without_id, live],
+    @contextlib.asynccontextmanager
+    async def keep_fleet_current(_: Litestar) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(container.fleet_watcher().run(), name="fleet-watcher")
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            container.shutdown_resources()
+
+    app = Litestar(
+        route_handlers=[
+            put_object,
+            get_object,
+            put_without_id,
+            get_without_id,
+            live,
+            ready,
+            metrics,
+        ],
         dependencies={
             "put_use_case": Provide(provide_put_use_case, sync_to_thread=False),
             "get_use_case": Provide(provide_get_use_case, sync_to_thread=False),
+            "readiness": Provide(provide_readiness, sync_to_thread=False),
         },
         exception_handlers={
             GatewayError: _gateway_error_handler,
@@ -191,5 +309,11 @@ def create_app(container: Container | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         # Logging is configured once by the process entry point, not by the framework.
         logging_config=None,
-        on_shutdown=[release_resources],
+        lifespan=[keep_fleet_current],
+        state=State({"metrics": container.metrics()}),
+        openapi_config=OpenAPIConfig(title="Amazin object storage gateway", version="0.1.0"),
     )
+    # Outside Litestar's router and exception handling, so every request (unknown routes too) gets
+    # a request ID, a log line and metrics with its final status.
+    app.asgi_handler = ObservedRequests(app.asgi_handler, container.metrics())
+    return app

@@ -11,7 +11,10 @@ from adapters.docker_discovery import DockerNodeDiscovery
 from adapters.minio_storage import MinioObjectStorage, MinioSettings
 from adapters.upload_budget import UploadBudget
 from application.fleet import Fleet
+from application.fleet_watcher import FleetWatcher
 from application.use_cases import GetObject, PutObject
+from domain.circuit_breaker import NodeBreakers
+from entrypoints.observability import GatewayMetrics
 from entrypoints.settings import Settings
 
 __all__ = ["Container"]
@@ -69,10 +72,18 @@ class Container(containers.DeclarativeContainer):
         executor=discovery_executor,
     )
     fleet = providers.Singleton(
-        Fleet,
+        Fleet, discovery=node_discovery, virtual_nodes=settings.provided.virtual_nodes
+    )
+    fleet_watcher = providers.Singleton(
+        FleetWatcher,
+        fleet=fleet,
         discovery=node_discovery,
-        ttl_seconds=settings.provided.discovery_ttl_seconds,
-        virtual_nodes=settings.provided.virtual_nodes,
+        resync_seconds=settings.provided.discovery_resync_seconds,
+    )
+    breakers = providers.Singleton(
+        NodeBreakers,
+        failure_threshold=settings.provided.breaker_failure_threshold,
+        cooldown_seconds=settings.provided.breaker_cooldown_seconds,
     )
 
     upload_budget = providers.Singleton(
@@ -97,5 +108,10 @@ class Container(containers.DeclarativeContainer):
         upload_budget=upload_budget,
     )
 
-    put_object = providers.Factory(PutObject, fleet=fleet, storage=object_storage)
-    get_object = providers.Factory(GetObject, fleet=fleet, storage=object_storage)
+    put_object = providers.Factory(
+        PutObject, fleet=fleet, storage=object_storage, breakers=breakers
+    )
+    get_object = providers.Factory(
+        GetObject, fleet=fleet, storage=object_storage, breakers=breakers
+    )
+    metrics = providers.Singleton(GatewayMetrics, fleet=fleet, breakers=breakers)

@@ -6,6 +6,7 @@ import logging
 
 import uvicorn
 
+from entrypoints.observability import JsonLogFormatter
 from entrypoints.settings import Settings
 
 __all__ = ["main"]
@@ -38,17 +39,20 @@ def main() -> None:
     """Run the gateway with uvicorn (console script ``object-gateway``)."""
     return_large_buffers_to_the_os()
     settings = Settings.from_environ()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     uvicorn.run(
         "entrypoints.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        # One process: the upload memory budget and the discovery cache are per process.
+        # The gateway logs one JSON line per request itself, with more in it than uvicorn's.
+        access_log=False,
+        log_config=None,
+        # One process: the upload memory budget, the fleet view, the breakers and the metrics are
+        # all per process; several workers would each keep their own (and split the metrics).
         workers=1,
     )
 

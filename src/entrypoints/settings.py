@@ -26,12 +26,19 @@ class Settings:
     node_name_marker: str = "amazin-object-storage-node"
     node_port: int = 9000
     bucket: str = "objects"
-    discovery_ttl_seconds: float = 2.0
+    # Docker events keep the fleet current; a full re-listing also runs after this much quiet.
+    discovery_resync_seconds: float = 30.0
+    # Readiness fails when discovery has not succeeded for this long (the gateway keeps serving).
+    discovery_stale_after_seconds: float = 60.0
     docker_timeout_seconds: float = 5.0
     virtual_nodes: int = 200
     node_connect_timeout_seconds: float = 2.0
     node_read_timeout_seconds: float = 30.0
     node_retries: int = 2
+    # Consecutive connection failures that make a node "rest": its IDs then fail at once (503) ...
+    breaker_failure_threshold: int = 3
+    # ... for this long, after which one request probes it again.
+    breaker_cooldown_seconds: float = 5.0
     # Threads that run the blocking S3 SDK; each in-flight upload holds one for its whole duration.
     io_threads: int = 32
     # Memory that all in-flight uploads together may buffer; further uploads wait (backpressure).

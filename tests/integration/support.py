@@ -8,7 +8,9 @@ leftovers of earlier runs or a compose stack never join its ring.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -143,9 +145,14 @@ class GatewayServer:
     @classmethod
     def for_marker(cls, marker: str, **overrides: object) -> GatewayServer:
         container = Container()
-        settings = Settings(node_name_marker=marker, discovery_ttl_seconds=0.3, **overrides)  # type: ignore[arg-type]
+        settings = Settings(node_name_marker=marker, **overrides)  # type: ignore[arg-type]
         container.settings.override(providers.Object(settings))
         return cls(container)
+
+    def use_docker_at(self, base_url: str) -> None:
+        self.container.docker_client.override(
+            providers.Factory(docker.DockerClient, base_url=base_url, timeout=2)
+        )
 
     def __enter__(self) -> GatewayServer:
         self._thread.start()
@@ -156,3 +163,66 @@ class GatewayServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._socket.close()
+
+
+# Docker API requests are small, so a request line never straddles two reads here.
+_REQUEST_LINE = re.compile(rb"^([A-Z]+ \S+) HTTP/1\.1\r$", re.MULTILINE)
+
+
+class DockerSocketProxy:
+    """A TCP front for the Docker socket that counts the API requests through it and can be cut.
+
+    Lets a test make the daemon unreachable for one gateway (and only for it) after start-up, and
+    prove that requests to the gateway cause no requests to the daemon.
+    """
+
+    def __init__(self, socket_path: str = "/var/run/docker.sock") -> None:
+        self._socket_path = socket_path
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.base_url = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.request_lines: list[bytes] = []
+        self._cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        """The daemon becomes unreachable: no new connections, and open ones (events) break."""
+        self._cut = True
+        self._listener.close()
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+
+    def _accept(self) -> None:
+        while not self._cut:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self._socket_path)
+            with self._lock:
+                self._connections += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_client:
+                    with self._lock:
+                        self.request_lines += _REQUEST_LINE.findall(data)
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()

@@ -3,43 +3,32 @@ import asyncio
 import pytest
 
 from application.fleet import Fleet
+from application.fleet_watcher import FleetWatcher
 from domain.errors import DiscoveryUnavailable, NodeUnavailable, NoNodesAvailable
-from domain.node import NodeState
+from domain.node import Node, NodeState
 from domain.object_id import ObjectId
 from tests.fakes import FakeNodeDiscovery, make_node
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def three_nodes() -> list:
+def three_nodes() -> list[Node]:
     return [make_node(f"node-{i}") for i in (1, 2, 3)]
 
 
-def test_discovery_is_asked_once_while_the_view_is_fresh() -> None:
+def test_requests_never_ask_discovery_once_the_membership_is_known() -> None:
     discovery = FakeNodeDiscovery(nodes=three_nodes())
-    clock = FakeClock()
-    fleet = Fleet(discovery, ttl_seconds=2.0, virtual_nodes=64, clock=clock)
+    fleet = Fleet(discovery, virtual_nodes=64)
 
     async def scenario() -> None:
-        for _ in range(50):
+        for _ in range(100):
             await fleet.owner_of(ObjectId("abc"))
-        assert discovery.calls == 1
-        clock.now += 2.5
-        await fleet.owner_of(ObjectId("abc"))
-        assert discovery.calls == 2
 
     asyncio.run(scenario())
+    assert discovery.calls == 1
 
 
-def test_concurrent_requests_on_a_stale_view_trigger_one_discovery() -> None:
+def test_concurrent_first_requests_trigger_one_discovery() -> None:
     discovery = FakeNodeDiscovery(nodes=three_nodes())
-    fleet = Fleet(discovery, ttl_seconds=60.0, virtual_nodes=64)
+    fleet = Fleet(discovery, virtual_nodes=64)
 
     async def scenario() -> None:
         await asyncio.gather(*(fleet.owner_of(ObjectId(f"id{i}")) for i in range(20)))
@@ -49,31 +38,26 @@ def test_concurrent_requests_on_a_stale_view_trigger_one_discovery() -> None:
 
 
 def test_an_unreachable_discovery_before_any_success_is_reported() -> None:
-    discovery = FakeNodeDiscovery(failure=DiscoveryUnavailable("docker is gone"))
-    fleet = Fleet(discovery, ttl_seconds=2.0, virtual_nodes=64)
+    fleet = Fleet(FakeNodeDiscovery(failure=DiscoveryUnavailable("docker is gone")))
     with pytest.raises(DiscoveryUnavailable, match="docker is gone"):
         asyncio.run(fleet.owner_of(ObjectId("abc")))
+    assert fleet.status().errors == 1
 
 
 def test_the_last_known_membership_keeps_serving_when_discovery_fails() -> None:
     discovery = FakeNodeDiscovery(nodes=three_nodes())
-    clock = FakeClock()
-    fleet = Fleet(discovery, ttl_seconds=2.0, virtual_nodes=64, clock=clock)
+    fleet = Fleet(discovery, virtual_nodes=64)
 
     async def scenario() -> None:
         owner = await fleet.owner_of(ObjectId("abc"))
         discovery.failure = DiscoveryUnavailable("docker is gone")
-        clock.now += 10
+        with pytest.raises(DiscoveryUnavailable):
+            await fleet.refresh()
         assert await fleet.owner_of(ObjectId("abc")) == owner
-        assert fleet.last_error is not None
-        # A failed check counts as a check: the daemon is not asked again within the TTL.
-        calls = discovery.calls
-        await fleet.owner_of(ObjectId("abc"))
-        assert discovery.calls == calls
+        assert fleet.status().last_error == "docker is gone"
         discovery.failure = None
-        clock.now += 10
-        await fleet.owner_of(ObjectId("abc"))
-        assert fleet.last_error is None
+        await fleet.refresh()
+        assert fleet.status().last_error is None
 
     asyncio.run(scenario())
 
@@ -81,8 +65,7 @@ def test_the_last_known_membership_keeps_serving_when_discovery_fails() -> None:
 def test_a_stopped_owner_stays_on_the_ring_and_its_ids_are_unavailable() -> None:
     nodes = three_nodes()
     discovery = FakeNodeDiscovery(nodes=nodes)
-    clock = FakeClock()
-    fleet = Fleet(discovery, ttl_seconds=2.0, virtual_nodes=64, clock=clock)
+    fleet = Fleet(discovery, virtual_nodes=64)
 
     async def scenario() -> None:
         owner = await fleet.owner_of(ObjectId("abc"))
@@ -90,7 +73,7 @@ def test_a_stopped_owner_stays_on_the_ring_and_its_ids_are_unavailable() -> None
         discovery.nodes = [
             make_node(n.name, NodeState.DOWN) if n.name == owner.name else n for n in nodes
         ]
-        clock.now += 10
+        await fleet.refresh()
         with pytest.raises(NodeUnavailable, match=owner.name):
             await fleet.owner_of(ObjectId("abc"))
         # Same names, same ring: a node going down moves no ID.
@@ -101,13 +84,12 @@ def test_a_stopped_owner_stays_on_the_ring_and_its_ids_are_unavailable() -> None
 
 def test_a_changed_address_is_used_without_rebuilding_the_ring() -> None:
     discovery = FakeNodeDiscovery(nodes=[make_node("node-1", host="10.0.0.1")])
-    clock = FakeClock()
-    fleet = Fleet(discovery, ttl_seconds=2.0, virtual_nodes=64, clock=clock)
+    fleet = Fleet(discovery, virtual_nodes=64)
 
     async def scenario() -> None:
         ring_before = (await fleet.membership()).ring
         discovery.nodes = [make_node("node-1", host="10.0.0.9")]
-        clock.now += 10
+        await fleet.refresh()
         assert (await fleet.owner_of(ObjectId("abc"))).host == "10.0.0.9"
         assert (await fleet.membership()).ring is ring_before
 
@@ -115,6 +97,79 @@ def test_a_changed_address_is_used_without_rebuilding_the_ring() -> None:
 
 
 def test_an_empty_fleet_has_no_nodes_available() -> None:
-    fleet = Fleet(FakeNodeDiscovery(nodes=[]), ttl_seconds=2.0, virtual_nodes=64)
     with pytest.raises(NoNodesAvailable):
-        asyncio.run(fleet.owner_of(ObjectId("abc")))
+        asyncio.run(Fleet(FakeNodeDiscovery(nodes=[]), virtual_nodes=64).owner_of(ObjectId("a")))
+
+
+async def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_the_watcher_lists_on_start_and_again_on_each_announced_change() -> None:
+    discovery = FakeNodeDiscovery(nodes=three_nodes())
+    fleet = Fleet(discovery, virtual_nodes=64)
+    watcher = FleetWatcher(fleet, discovery, resync_seconds=60)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(watcher.run())
+        await _until(lambda: fleet.current is not None, "the first listing")
+        discovery.nodes = [*three_nodes(), make_node("node-4")]
+        discovery.feeds[-1].announce()
+        await _until(
+            lambda: fleet.current is not None and "node-4" in fleet.current.nodes,
+            "the new node",
+        )
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert discovery.calls == 2
+
+
+def test_the_watcher_resyncs_after_quiet_even_without_changes() -> None:
+    discovery = FakeNodeDiscovery(nodes=three_nodes())
+    fleet = Fleet(discovery, virtual_nodes=64)
+    watcher = FleetWatcher(fleet, discovery, resync_seconds=0.01)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(watcher.run())
+        await _until(lambda: discovery.calls >= 3, "periodic resyncs")
+        task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_the_watcher_reconnects_with_backoff_and_relists_after_the_feed_breaks() -> None:
+    discovery = FakeNodeDiscovery(nodes=three_nodes())
+    fleet = Fleet(discovery, virtual_nodes=64)
+    sleeps: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    watcher = FleetWatcher(
+        fleet, discovery, resync_seconds=60, initial_backoff_seconds=0.5, sleep=record_sleep
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(watcher.run())
+        await _until(lambda: len(discovery.feeds) == 1 and fleet.current is not None, "start")
+        # The daemon goes away: the feed breaks and reconnecting fails twice.
+        discovery.failure = DiscoveryUnavailable("docker is gone")
+        discovery.feeds[0].break_feed(DiscoveryUnavailable("stream ended"))
+        await _until(lambda: len(sleeps) >= 3, "reconnect attempts")
+        assert fleet.current is not None  # still serving the last known nodes
+        assert fleet.status().last_error is not None
+        # It comes back: the watcher reconnects, lists again and resets its backoff.
+        discovery.failure = None
+        await _until(lambda: fleet.status().last_error is None, "recovery")
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert sleeps[:3] == [0.5, 1.0, 2.0]
+    assert fleet.status().reconnects >= 3
+    assert all(feed.closed for feed in discovery.feeds[:-1])

@@ -25,6 +25,10 @@ class Harness:
         self.container.node_discovery.override(providers.Object(self.discovery))
         self.container.object_storage.override(providers.Object(self.storage))
 
+    def refresh(self, client: TestClient) -> None:
+        """Tell the app's fleet that discovery changed, as the watcher would on a Docker event."""
+        client.blocking_portal.call(self.container.fleet().refresh)
+
     def stop_owner_of(self, raw_id: str) -> str:
         names = [node.name for node in self.discovery.nodes]
         owner = HashRing(names, self.container.settings().virtual_nodes).owner(ObjectId(raw_id))
@@ -37,7 +41,7 @@ class Harness:
 
 @pytest.fixture
 def harness() -> Harness:
-    return Harness(Settings(discovery_ttl_seconds=0, virtual_nodes=64))
+    return Harness(Settings(virtual_nodes=64))
 
 
 @pytest.fixture
@@ -121,6 +125,7 @@ def test_a_stopped_owner_gives_503_with_retry_after_and_names_the_node(
 ) -> None:
     assert client.put("/object/abc", content=b"v1").status_code == 201
     stopped = harness.stop_owner_of("abc")
+    harness.refresh(client)
     for response in (client.get("/object/abc"), client.put("/object/abc", content=b"v2")):
         assert response.status_code == 503
         assert response.json()["error"] == "node_unavailable"
@@ -136,12 +141,10 @@ def test_an_unreachable_node_gives_503(client: TestClient, harness: Harness) -> 
     assert response.json()["error"] == "node_unavailable"
 
 
-def test_an_unreachable_docker_daemon_gives_503_naming_discovery(
-    client: TestClient,
-    harness: Harness,
-) -> None:
+def test_an_unreachable_docker_daemon_gives_503_naming_discovery(harness: Harness) -> None:
     harness.discovery.failure = DiscoveryUnavailable("the Docker daemon cannot be reached")
-    response = client.get("/object/abc")
+    with TestClient(create_app(harness.container)) as client:
+        response = client.get("/object/abc")
     assert response.status_code == 503
     assert response.json() == {
         "error": "discovery_unavailable",
@@ -149,8 +152,22 @@ def test_an_unreachable_docker_daemon_gives_503_naming_discovery(
     }
 
 
+def test_a_known_membership_keeps_serving_when_docker_becomes_unreachable(
+    client: TestClient, harness: Harness
+) -> None:
+    assert client.put("/object/abc", content=b"kept").status_code == 201
+    harness.discovery.failure = DiscoveryUnavailable("the Docker daemon cannot be reached")
+    with pytest.raises(DiscoveryUnavailable):
+        harness.refresh(client)
+    assert client.get("/object/abc").content == b"kept"
+    ready = client.get("/health/ready").json()
+    assert ready["discovery"]["state"] == "degraded"
+    assert ready["discovery"]["last_error"] == "the Docker daemon cannot be reached"
+
+
 def test_no_known_nodes_gives_503(client: TestClient, harness: Harness) -> None:
     harness.discovery.nodes = []
+    harness.refresh(client)
     response = client.put("/object/abc", content=b"x")
     assert response.status_code == 503
     assert response.json()["error"] == "no_nodes_available"
@@ -172,7 +189,7 @@ def test_bodies_over_10_mb_are_accepted_by_default(client: TestClient) -> None:
 
 
 def test_a_configured_maximum_body_size_answers_413() -> None:
-    harness = Harness(Settings(discovery_ttl_seconds=0, virtual_nodes=64, max_body_bytes=10))
+    harness = Harness(Settings(virtual_nodes=64, max_body_bytes=10))
     with TestClient(create_app(harness.container)) as client:
         assert client.put("/object/small", content=b"x" * 10).status_code == 201
         response = client.put("/object/big", content=b"x" * 11)

@@ -16,14 +16,14 @@ def test_each_setting_is_read_from_its_gateway_variable() -> None:
         {
             "GATEWAY_PORT": "8080",
             "GATEWAY_NODE_NAME_MARKER": "my-nodes",
-            "GATEWAY_DISCOVERY_TTL_SECONDS": "0.5",
+            "GATEWAY_DISCOVERY_RESYNC_SECONDS": "0.5",
             "GATEWAY_MAX_BODY_BYTES": "1024",
             "GATEWAY_BUCKET": "things",
         }
     )
     assert settings.port == 8080
     assert settings.node_name_marker == "my-nodes"
-    assert settings.discovery_ttl_seconds == 0.5
+    assert settings.discovery_resync_seconds == 0.5
     assert settings.max_body_bytes == 1024
     assert settings.bucket == "things"
 

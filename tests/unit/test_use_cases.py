@@ -5,7 +5,14 @@ import pytest
 
 from application.fleet import Fleet
 from application.use_cases import GetObject, PutObject
-from domain.errors import IncompleteBody, InvalidObjectId, NodeUnavailable, ObjectNotFound
+from domain.circuit_breaker import NodeBreakers
+from domain.errors import (
+    IncompleteBody,
+    InvalidObjectId,
+    NodeUnavailable,
+    NodeUnreachable,
+    ObjectNotFound,
+)
 from domain.node import NodeState
 from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
 
@@ -21,9 +28,10 @@ class Gateway:
             nodes=[make_node(f"node-{i}") for i in range(node_count)]
         )
         self.storage = InMemoryObjectStorage()
-        fleet = Fleet(self.discovery, ttl_seconds=0, virtual_nodes=64)
-        self.put = PutObject(fleet, self.storage)
-        self.get = GetObject(fleet, self.storage)
+        self.fleet = Fleet(self.discovery, virtual_nodes=64)
+        self.breakers = NodeBreakers(failure_threshold=2, cooldown_seconds=60)
+        self.put = PutObject(self.fleet, self.storage, self.breakers)
+        self.get = GetObject(self.fleet, self.storage, self.breakers)
 
     async def read(self, raw_id: str) -> bytes:
         retrieved = await self.get(raw_id)
@@ -106,6 +114,7 @@ def test_a_put_to_a_stopped_owner_is_refused_and_written_nowhere() -> None:
             make_node(n.name, NodeState.DOWN) if n.name == owner.name else n
             for n in gateway.discovery.nodes
         ]
+        await gateway.fleet.refresh()
         with pytest.raises(NodeUnavailable):
             await gateway.put("abc", body_of(b"v2"), None, None)
         with pytest.raises(NodeUnavailable):
@@ -118,3 +127,33 @@ def test_a_put_to_a_stopped_owner_is_refused_and_written_nowhere() -> None:
 def test_a_body_shorter_than_its_length_is_refused() -> None:
     with pytest.raises(IncompleteBody):
         asyncio.run(Gateway().put("abc", body_of(b"xy"), 3, None))
+
+
+def test_repeated_connection_failures_make_the_node_fail_fast_without_being_asked() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        node = (await gateway.put("abc", body_of(b"x"), 1, None)).node
+        gateway.storage.unreachable_nodes = {node.name}
+        for _ in range(2):
+            with pytest.raises(NodeUnreachable):
+                await gateway.get("abc")
+        gateway.storage.unreachable_nodes = set()  # even a recovered node rests first
+        with pytest.raises(NodeUnavailable, match="resting") as refused:
+            await gateway.get("abc")
+        assert not isinstance(refused.value, NodeUnreachable)
+        assert refused.value.retry_after_seconds is not None
+
+    asyncio.run(scenario())
+
+
+def test_a_missing_object_does_not_count_against_its_node() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        for _ in range(5):
+            with pytest.raises(ObjectNotFound):
+                await gateway.get("nothing")
+
+    asyncio.run(scenario())
+    assert all(not gateway.breakers.state(n.name).open for n in gateway.discovery.nodes)

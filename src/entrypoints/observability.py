@@ -1,0 +1,236 @@
+"""Request IDs, one JSON log line per request, and Prometheus metrics, around the whole app."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from application.fleet import Fleet
+from domain.circuit_breaker import NodeBreakers
+
+__all__ = ["GatewayMetrics", "JsonLogFormatter", "ObservedRequests", "RequestFacts"]
+
+access_logger = logging.getLogger("gateway.access")
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID_LENGTH = 128
+# Fields a log record may carry in ``extra`` that belong in the JSON line.
+_LOG_FIELDS = (
+    "request_id",
+    "method",
+    "path",
+    "object_id",
+    "node",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+)
+
+
+class RequestFacts:
+    """What a handler learned about a request (object ID, node), for its log line and metrics.
+
+    Kept in the ASGI scope's state so the handlers and the wrapper share it without globals.
+    """
+
+    KEY = "gateway_request_facts"
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.object_id: str | None = None
+        self.node: str | None = None
+        self.node_failed = False
+
+    @classmethod
+    def of(cls, state: MutableMapping[str, Any]) -> RequestFacts | None:
+        facts = state.get(cls.KEY)
+        return facts if isinstance(facts, RequestFacts) else None
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus metrics, in a registry of their own (one per app)."""
+
+    def __init__(self, fleet: Fleet, breakers: NodeBreakers) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gateway_http_requests",
+            "HTTP requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gateway_http_request_duration_seconds",
+            "Time from request to the last byte of the response, by route and method.",
+            ["route", "method"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.bytes_in = Counter(
+            "gateway_http_request_bytes", "Request body bytes received.", registry=self.registry
+        )
+        self.bytes_out = Counter(
+            "gateway_http_response_bytes", "Response body bytes sent.", registry=self.registry
+        )
+        self.node_requests = Counter(
+            "gateway_node_requests",
+            "Requests served through each storage node.",
+            ["node"],
+            registry=self.registry,
+        )
+        self.node_errors = Counter(
+            "gateway_node_errors",
+            "Requests that failed because of their storage node (down, unreachable, resting).",
+            ["node"],
+            registry=self.registry,
+        )
+        self.registry.register(_FleetCollector(fleet, breakers))
+
+    def observe(self, scope: Scope, status: int, started: float, sent: int, received: int) -> None:
+        route = str(scope.get("path_template") or "unmatched")
+        method = str(scope.get("method", ""))
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(time.perf_counter() - started)
+        self.bytes_in.inc(received)
+        self.bytes_out.inc(sent)
+        facts = RequestFacts.of(scope.get("state", {}))
+        if facts is not None and facts.node is not None:
+            self.node_requests.labels(facts.node).inc()
+            if facts.node_failed:
+                self.node_errors.labels(facts.node).inc()
+
+
+class _FleetCollector(Collector):
+    """Known nodes and discovery counters, read from the fleet at scrape time."""
+
+    def __init__(self, fleet: Fleet, breakers: NodeBreakers) -> None:
+        self._fleet = fleet
+        self._breakers = breakers
+
+    def collect(self) -> Iterator[Metric]:
+        nodes = GaugeMetricFamily(
+            "gateway_known_nodes", "Storage nodes known, by state.", labels=["state"]
+        )
+        membership = self._fleet.current
+        counts = {"up": 0, "down": 0, "resting": 0}
+        for node in () if membership is None else membership.nodes.values():
+            if not node.is_up:
+                counts["down"] += 1
+            elif self._breakers.state(node.name).open:
+                counts["resting"] += 1
+            else:
+                counts["up"] += 1
+        for state, count in counts.items():
+            nodes.add_metric([state], count)
+        yield nodes
+        status = self._fleet.status()
+        yield CounterMetricFamily(
+            "gateway_discovery_refreshes",
+            "Successful full listings of the nodes.",
+            status.refreshes,
+        )
+        yield CounterMetricFamily(
+            "gateway_discovery_errors", "Failed calls to the container runtime.", status.errors
+        )
+        yield CounterMetricFamily(
+            "gateway_discovery_reconnects",
+            "Times the change feed was reopened.",
+            status.reconnects,
+        )
+
+
+class ObservedRequests:
+    """ASGI wrapper: request ID in and out, metrics, and one access log line per request."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id_of(scope) or uuid.uuid4().hex
+        facts = RequestFacts(request_id)
+        scope["state"][RequestFacts.KEY] = facts
+        status = 500
+        received = sent = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message  # type: ignore[return-value]
+
+        async def tagging_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message["headers"] = headers
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self._app(scope, counting_receive, tagging_send)  # type: ignore[arg-type]
+        finally:
+            self._metrics.observe(scope, status, started, sent, received)
+            access_logger.info(
+                "%s %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                extra={
+                    "request_id": request_id,
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "object_id": facts.object_id,
+                    "node": facts.node,
+                    "status": status,
+                    "bytes_in": received,
+                    "bytes_out": sent,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+
+
+def _request_id_of(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == REQUEST_ID_HEADER.encode():
+            text = value.decode("latin-1").strip()
+            # Echoed into a header and a log line: keep it short and printable.
+            if text and len(text) <= _MAX_REQUEST_ID_LENGTH and text.isprintable():
+                return text
+    return None
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line; request fields passed in ``extra`` become keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in _LOG_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                entry[field] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)

@@ -1,0 +1,165 @@
+"""Event-driven discovery, fast failure, degraded discovery and observability, with real nodes."""
+
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.support import (
+    DockerSocketProxy,
+    GatewayServer,
+    StorageNode,
+    new_run_marker,
+    start_node,
+    wait_for,
+)
+
+
+def ids_on(node: StorageNode, http: httpx.Client, prefix: str, count: int = 30) -> list[str]:
+    ids = [f"{prefix}{i}" for i in range(count)]
+    for object_id in ids:
+        assert http.put(f"/object/{object_id}", content=object_id.encode()).is_success
+    return sorted(node.object_names() & set(ids))
+
+
+def test_a_node_started_after_the_gateway_is_used_within_two_seconds() -> None:
+    marker = new_run_marker()
+    nodes = [start_node(marker, 1), start_node(marker, 2)]
+    try:
+        with (
+            GatewayServer.for_marker(marker) as server,
+            httpx.Client(base_url=server.base_url, timeout=30) as http,
+        ):
+            assert len(http.get("/health/ready").json()["nodes"]) == 2
+            nodes.append(start_node(marker, 3))
+            started = time.monotonic()
+            wait_for(
+                lambda: len(http.get("/health/ready").json()["nodes"]) == 3,
+                2,
+                "the gateway to see the new node",
+            )
+            assert time.monotonic() - started < 2
+            assert ids_on(nodes[2], http, "latecomer"), "no ID landed on the new node"
+    finally:
+        for node in nodes:
+            node.container.stop()
+            node.container.get_docker_client().client.close()
+
+
+@contextmanager
+def frozen(node: StorageNode) -> Iterator[None]:
+    """The node's process stops answering while Docker still reports it running."""
+    node.wrapped.reload()
+    pid = node.wrapped.attrs["State"]["Pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_node_that_stops_answering_fails_fast_once_its_breaker_opens(
+    nodes: list[StorageNode], run_marker: str
+) -> None:
+    server = GatewayServer.for_marker(
+        run_marker,
+        node_read_timeout_seconds=0.5,
+        node_connect_timeout_seconds=0.5,
+        node_retries=0,
+        breaker_failure_threshold=2,
+        breaker_cooldown_seconds=1.0,
+    )
+    with server, httpx.Client(base_url=server.base_url, timeout=30) as http:
+        hung = nodes[1]
+        on_hung = ids_on(hung, http, "breaker")
+        elsewhere = [f"breaker{i}" for i in range(30) if f"breaker{i}" not in on_hung]
+        with frozen(hung):
+            for _ in range(2):  # each waits out the read timeout
+                assert http.get(f"/object/{on_hung[0]}").status_code == 503
+            started = time.perf_counter()
+            fast = http.get(f"/object/{on_hung[0]}")
+            elapsed = time.perf_counter() - started
+            assert fast.status_code == 503
+            assert "resting" in fast.json()["detail"]
+            assert int(fast.headers["retry-after"]) >= 1
+            assert elapsed < 0.05, f"an open breaker took {elapsed * 1000:.1f} ms"
+            for object_id in elsewhere[:5]:
+                assert http.get(f"/object/{object_id}").status_code == 200
+            ready = {n["name"]: n["state"] for n in http.get("/health/ready").json()["nodes"]}
+            assert ready[hung.name] == "resting"
+        # Back: after the cool-down one probe goes through and the breaker closes.
+        wait_for(
+            lambda: http.get(f"/object/{on_hung[0]}").status_code == 200,
+            10,
+            "the node to be used again",
+        )
+        for object_id in on_hung:
+            assert http.get(f"/object/{object_id}").content == object_id.encode()
+
+
+def test_with_docker_unreachable_after_start_up_requests_go_on_and_readiness_says_degraded(
+    nodes: list[StorageNode], run_marker: str
+) -> None:
+    proxy = DockerSocketProxy()
+    server = GatewayServer.for_marker(run_marker, discovery_resync_seconds=300)
+    server.use_docker_at(proxy.base_url)
+    with server, httpx.Client(base_url=server.base_url, timeout=30) as http:
+        assert http.put("/object/steady", content=b"steady").status_code in (200, 201)
+        wait_for(lambda: http.get("/health/ready").status_code == 200, 5, "readiness")
+
+        # Steady traffic costs the Docker daemon nothing: no API request per gateway request.
+        before = len(proxy.request_lines)
+        for _ in range(100):
+            assert http.get("/object/steady").content == b"steady"
+        assert len(proxy.request_lines) == before
+
+        # Everything the gateway asked is a read the socket-proxy profile lets through.
+        allowed = re.compile(rb"(GET|HEAD) /(v[0-9.]+/)?(_ping|version|containers/.*|events.*) ")
+        assert proxy.request_lines
+        assert all(allowed.fullmatch(line + b" ") for line in proxy.request_lines), (
+            proxy.request_lines
+        )
+
+        proxy.cut()
+        wait_for(
+            lambda: http.get("/health/ready").json()["discovery"]["state"] == "degraded",
+            10,
+            "readiness to report the degraded discovery",
+        )
+        assert http.put("/object/steady", content=b"still").status_code == 200
+        assert http.get("/object/steady").content == b"still"
+        ready = http.get("/health/ready").json()
+        assert ready["discovery"]["last_error"]
+        assert len(ready["nodes"]) == len(nodes)
+
+
+def test_metrics_move_and_the_access_log_carries_the_echoed_request_id(
+    http: httpx.Client, run_marker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def requests_total() -> float:
+        families = text_string_to_metric_families(http.get("/metrics").text)
+        return sum(
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == "gateway_http_requests_total" and sample.labels["method"] == "PUT"
+        )
+
+    before = requests_total()
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        response = http.put(
+            "/object/observed", content=b"x", headers={"X-Request-ID": "integration-7"}
+        )
+    assert response.headers["x-request-id"] == "integration-7"
+    assert requests_total() == before + 1
+    lines = [r for r in caplog.records if getattr(r, "request_id", None) == "integration-7"]
+    assert len(lines) == 1
+    assert lines[0].object_id == "observed"  # type: ignore[attr-defined]
+    assert lines[0].node.startswith(run_marker)  # type: ignore[attr-defined]
