@@ -45,11 +45,9 @@ async def _on_node(
         breakers.record_failure(node.name)
         raise
     except GatewayError as exc:
+        # Any other answer (not found, a bad body, ...) means the node did answer. A cancelled
+        # request says nothing either way; a probe it was leaves the breaker to its own timeout.
         exc.node_name = node.name
-        breakers.record_success(node.name)
-        raise
-    except BaseException:
-        # Anything else (not found, a bad body, a cancelled request) means the node did answer.
         breakers.record_success(node.name)
         raise
     breakers.record_success(node.name)

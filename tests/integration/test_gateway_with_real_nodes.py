@@ -2,6 +2,8 @@
 
 import hashlib
 import os
+import socket
+import time
 from collections.abc import Iterator
 
 import docker
@@ -149,3 +151,23 @@ def test_an_unreachable_docker_daemon_gives_503_and_the_server_stays_up(run_mark
             assert response.json()["error"] == "discovery_unavailable"
             assert "Docker" in response.json()["detail"]
         assert client.get("/object/a-b").status_code == 400
+
+
+def test_an_upload_cut_off_midway_leaves_the_previous_object_intact(
+    http: httpx.Client, gateway: GatewayServer
+) -> None:
+    assert http.put("/object/interrupted", content=b"first version").status_code in (200, 201)
+    announced, sent = 20 * MiB, 12 * MiB  # more than two parts: the multipart upload had begun
+    with socket.create_connection(("127.0.0.1", gateway.port)) as raw:
+        raw.sendall(
+            b"PUT /object/interrupted HTTP/1.1\r\nHost: gateway\r\n"
+            + f"Content-Length: {announced}\r\n\r\n".encode()
+        )
+        chunk = os.urandom(MiB)
+        for _ in range(sent // MiB):
+            raw.sendall(chunk)
+    # The gateway notices the disconnect and aborts; the old object must be all a reader ever sees.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        assert http.get("/object/interrupted").content == b"first version"
+        time.sleep(0.2)

@@ -1,53 +1,12 @@
 """The HTTP layer against in-memory fakes: statuses, headers and error bodies."""
 
-from collections.abc import Iterator
-
 import pytest
-from dependency_injector import providers
 from litestar.testing import TestClient
 
 from domain.errors import DiscoveryUnavailable
-from domain.hash_ring import HashRing
-from domain.node import NodeState
-from domain.object_id import ObjectId
 from entrypoints.app import create_app
-from entrypoints.container import Container
 from entrypoints.settings import Settings
-from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
-
-
-class Harness:
-    def __init__(self, settings: Settings) -> None:
-        self.discovery = FakeNodeDiscovery(nodes=[make_node(f"node-{i}") for i in (1, 2, 3)])
-        self.storage = InMemoryObjectStorage()
-        self.container = Container()
-        self.container.settings.override(providers.Object(settings))
-        self.container.node_discovery.override(providers.Object(self.discovery))
-        self.container.object_storage.override(providers.Object(self.storage))
-
-    def refresh(self, client: TestClient) -> None:
-        """Tell the app's fleet that discovery changed, as the watcher would on a Docker event."""
-        client.blocking_portal.call(self.container.fleet().refresh)
-
-    def stop_owner_of(self, raw_id: str) -> str:
-        names = [node.name for node in self.discovery.nodes]
-        owner = HashRing(names, self.container.settings().virtual_nodes).owner(ObjectId(raw_id))
-        self.discovery.nodes = [
-            make_node(n.name, NodeState.DOWN) if n.name == owner else n
-            for n in self.discovery.nodes
-        ]
-        return owner
-
-
-@pytest.fixture
-def harness() -> Harness:
-    return Harness(Settings(virtual_nodes=64))
-
-
-@pytest.fixture
-def client(harness: Harness) -> Iterator[TestClient]:
-    with TestClient(create_app(harness.container)) as test_client:
-        yield test_client
+from tests.unit.conftest import Harness
 
 
 def test_put_of_a_new_object_answers_201_with_its_etag(client: TestClient) -> None:

@@ -2,29 +2,15 @@
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from domain.node import NodeState
-from entrypoints.app import create_app
 from entrypoints.observability import JsonLogFormatter
-from entrypoints.settings import Settings
 from tests.fakes import make_node
-from tests.unit.test_http_api import Harness
-
-
-@pytest.fixture
-def harness() -> Harness:
-    return Harness(Settings(virtual_nodes=64))
-
-
-@pytest.fixture
-def client(harness: Harness) -> Iterator[TestClient]:
-    with TestClient(create_app(harness.container)) as test_client:
-        yield test_client
+from tests.unit.conftest import Harness
 
 
 def test_liveness_answers_while_the_process_runs(client: TestClient) -> None:
