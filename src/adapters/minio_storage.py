@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -26,8 +25,6 @@ from domain.object_id import ObjectId
 from domain.ports import ObjectInfo, StoredObject
 
 __all__ = ["MinioObjectStorage", "MinioSettings"]
-
-logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 # Bodies up to this size are gathered on the event loop and handed over whole: cheaper than
@@ -97,7 +94,9 @@ class MinioObjectStorage:
         async with self._upload_budget.reserve(buffered):
             reader: io.BytesIO | _BlockingBodyReader
             if length is not None and length <= _SMALL_BODY_BYTES:
-                reader = io.BytesIO(await _gather_small_body(body, length))
+                reader = io.BytesIO(
+                    await _gather_small_body(body, length, self._settings.body_read_timeout_seconds)
+                )
             else:
                 reader = _BlockingBodyReader(
                     body,
@@ -285,14 +284,20 @@ def _http_client_of(client: Minio) -> urllib3.PoolManager:
     return client._http  # noqa: SLF001 - minio-py offers no public way to close its pool
 
 
-async def _gather_small_body(body: AsyncIterator[bytes], length: int) -> bytes:
+async def _gather_small_body(
+    body: AsyncIterator[bytes], length: int, timeout_seconds: float
+) -> bytes:
     chunks: list[bytes] = []
     received = 0
-    async for chunk in body:
-        received += len(chunk)
-        if received > length:
-            raise IncompleteBody("the body is longer than its Content-Length")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async for chunk in body:
+                received += len(chunk)
+                if received > length:
+                    raise IncompleteBody("the body is longer than its Content-Length")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise IncompleteBody(f"the client sent no body for {timeout_seconds:g} seconds") from None
     if received != length:
         raise IncompleteBody(f"the body ended after {received} of {length} bytes")
     return b"".join(chunks)
