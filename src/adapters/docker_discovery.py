@@ -194,8 +194,7 @@ class DockerEventFeed:
         self._loop = loop
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._closed = False
-        self._reader = threading.Thread(target=self._read, name="docker-events", daemon=True)
-        self._reader.start()
+        threading.Thread(target=self._read, name="docker-events", daemon=True).start()
 
     async def next_change(self, timeout_seconds: float) -> bool:
         try:

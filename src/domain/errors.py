@@ -68,6 +68,9 @@ class ObjectNotFound(GatewayError):
 class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
 
+    # How long the client should wait before retrying, when the gateway knows; else a default.
+    retry_after_seconds: float | None = None
+
 
 class NoNodesAvailable(ServiceUnavailable):
     code = "no_nodes_available"

@@ -80,8 +80,22 @@ def status_for(error: GatewayError) -> int:
     return next(STATUS_BY_ERROR[cls] for cls in type(error).__mro__ if cls in STATUS_BY_ERROR)
 
 
-def _facts(request: Request[object, object, State]) -> RequestFacts | None:
-    return RequestFacts.of(request.scope["state"])
+def _note(
+    request: Request[object, object, State],
+    *,
+    object_id: str | None = None,
+    node: str | None = None,
+    node_failed: bool = False,
+) -> None:
+    """Tell the request's log line and metrics which object and node it concerned."""
+    facts = RequestFacts.of(request.scope["state"])
+    if facts is None:
+        return
+    if object_id is not None:
+        facts.object_id = object_id
+    if node is not None:
+        facts.node = node
+        facts.node_failed = node_failed
 
 
 def _error_response(
@@ -96,13 +110,11 @@ def _gateway_error_handler(
     assert isinstance(exc, GatewayError)
     status = status_for(exc)
     headers = None
-    if status == 503:
-        retry_after = getattr(exc, "retry_after_seconds", None) or DEFAULT_RETRY_AFTER_SECONDS
+    if isinstance(exc, ServiceUnavailable):
+        retry_after = exc.retry_after_seconds or DEFAULT_RETRY_AFTER_SECONDS
         headers = {"Retry-After": str(math.ceil(retry_after))}
-    facts = _facts(request)
-    if facts is not None and exc.node_name is not None:
-        facts.node = exc.node_name
-        facts.node_failed = isinstance(exc, NodeUnavailable)
+    if exc.node_name is not None:
+        _note(request, node=exc.node_name, node_failed=isinstance(exc, NodeUnavailable))
     return _error_response(status, exc.code, exc.detail, headers)
 
 
@@ -134,9 +146,7 @@ async def _request_body(request: Request[object, object, State]) -> AsyncIterato
 def _object_id(request: Request[object, object, State], path_value: str) -> str:
     # A "path" parameter (chosen so that "a/b" is a 400, not a 404) keeps its leading slash.
     object_id = path_value.removeprefix("/")
-    facts = _facts(request)
-    if facts is not None:
-        facts.object_id = object_id
+    _note(request, object_id=object_id)
     return object_id
 
 
@@ -181,9 +191,7 @@ async def put_object(
         _content_length(request),
         request.headers.get("content-type"),
     )
-    facts = _facts(request)
-    if facts is not None:
-        facts.node = outcome.node.name
+    _note(request, node=outcome.node.name)
     return Response(
         StoredBody(id=object_id, size=outcome.info.size, etag=outcome.info.etag),
         status_code=201 if outcome.created else 200,
@@ -208,9 +216,7 @@ async def get_object(
     get_use_case: NamedDependency[GetObject],
 ) -> Stream:
     retrieved = await get_use_case(_object_id(request, object_id))
-    facts = _facts(request)
-    if facts is not None:
-        facts.node = retrieved.node.name
+    _note(request, node=retrieved.node.name)
     stored = retrieved.stored
 
     async def body() -> AsyncIterator[bytes]:

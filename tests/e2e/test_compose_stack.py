@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +23,12 @@ import pytest
 from minio import Minio
 
 from adapters.docker_discovery import credentials_from_env
+from tests.integration.support import free_port, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
+# Count as "not yet": the published port refuses connections until the gateway listens.
+CONNECTION_ERRORS = (httpx.TransportError,)
 NODE_SERVICES = [f"amazin-object-storage-node-{i}" for i in (1, 2, 3)]
 
 
@@ -37,24 +39,6 @@ def compose_command() -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     raise AssertionError("neither `docker compose` nor `docker-compose` is installed")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}")
 
 
 @dataclass
@@ -124,7 +108,12 @@ def stack() -> Iterator[Stack]:
     try:
         # The gateway first and alone: it must not depend on the nodes' start order.
         stack.run("up", "--build", "-d", "gateway", timeout=900)
-        wait_for(lambda: http.get("/health/live").status_code == 200, 60, "the gateway to answer")
+        wait_for(
+            lambda: http.get("/health/live").status_code == 200,
+            60,
+            "the gateway to answer",
+            ignoring=CONNECTION_ERRORS,
+        )
         alone = http.get("/object/probe")
         assert alone.status_code == 503
         assert alone.json()["error"] == "no_nodes_available"
@@ -133,6 +122,7 @@ def stack() -> Iterator[Stack]:
             lambda: http.get("/object/probe").status_code == 404,
             60,
             "the gateway to find the nodes without a restart",
+            ignoring=CONNECTION_ERRORS,
         )
         yield stack
     finally:
@@ -206,6 +196,7 @@ def test_a_restarted_node_answers_503_meanwhile_and_serves_again_after(stack: St
         lambda: stack.http.get(f"/object/{on_node[0]}").status_code == 503,
         15,
         "the gateway to see the node stopped",
+        ignoring=CONNECTION_ERRORS,
     )
     assert stack.http.put(f"/object/{on_node[0]}", content=b"elsewhere?").status_code == 503
     stack.run("start", "amazin-object-storage-node-2")
@@ -213,6 +204,7 @@ def test_a_restarted_node_answers_503_meanwhile_and_serves_again_after(stack: St
         lambda: stack.http.get(f"/object/{on_node[0]}").status_code == 200,
         30,
         "the node to serve again",
+        ignoring=CONNECTION_ERRORS,
     )
     for object_id in on_node:
         assert stack.http.get(f"/object/{object_id}").content == object_id.encode()

@@ -117,11 +117,26 @@ def wait_until_ready(node: StorageNode, timeout_seconds: float = 30) -> None:
     wait_for(answers, timeout_seconds, f"node {node.name} to answer")
 
 
-def wait_for(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    timeout_seconds: float,
+    what: str,
+    ignoring: tuple[type[Exception], ...] = (),
+) -> None:
+    """Poll ``condition`` until it holds; ``ignoring`` exceptions count as "not yet"."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        if condition():
-            return
+        try:
+            if condition():
+                return
+        except ignoring:
+            pass
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}")
 
