@@ -94,9 +94,12 @@ class InMemoryObjectStorage:
     unreachable_nodes: set[str] = field(default_factory=set)
     open_reads: int = 0
 
-    async def exists(self, node: Node, object_id: ObjectId) -> bool:
+    async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
         self._check_reachable(node)
-        return (node.name, object_id.value) in self.objects
+        stored = self.objects.get((node.name, object_id.value))
+        if stored is None:
+            raise ObjectNotFound("no object is stored under this ID")
+        return stored.info
 
     async def put(
         self,

@@ -1,16 +1,43 @@
+"""Objects on MinIO (S3) nodes: requests signed by minio-py, carried by aiohttp on the event loop.
+
+minio-py is the authority on S3 here (its SigV4 signer, its XML helpers and error codes), but its
+client is synchronous; running it in threads made every request cross into a worker thread and
+back, and let one frozen node hold every thread. So each node request is a coroutine on one shared
+``aiohttp.ClientSession`` (pooled keep-alive connections, bounded per node), and bodies stream
+between the client's socket and the node's with backpressure both ways:
+
+- a PUT with a known length up to S3's 5 GiB single-PUT limit is one streamed PUT
+  (``UNSIGNED-PAYLOAD``), holding nothing beyond socket-sized chunks;
+- a PUT of unknown length, or above that limit, is a multipart upload whose parts are held in
+  memory within the process-wide ``UploadBudget``, taken only while a part is filled and sent
+  (a body that ends within its first part becomes one PUT);
+- a GET streams node to client; a small object is read in one go and sent in one piece.
+
+Every aiohttp error and every refusal of a node is translated into a domain error here; none
+crosses this module.
+"""
+
 from __future__ import annotations
 
 import asyncio
-import io
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor
-from concurrent.futures import TimeoutError as FutureTimeout
+import contextlib
+import functools
+import hashlib
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from datetime import UTC, datetime
+from typing import NoReturn
+from urllib.parse import SplitResult, urlunsplit
 
-import urllib3
-from minio import Minio
-from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+import aiohttp
+from minio.credentials.credentials import Credentials as SigningCredentials
+from minio.helpers import md5sum_hash, queryencode
+from minio.signer import sign_v4_s3
+from minio.time import from_http_header, to_amz_date
+from minio.xml import Element, SubElement, findtext, getbytes
+from yarl import URL
 
 from adapters.upload_budget import UploadBudget
 from domain.errors import (
@@ -19,65 +46,150 @@ from domain.errors import (
     NodeUnavailable,
     NodeUnreachable,
     ObjectNotFound,
+    RefusedByNode,
 )
 from domain.node import Node
 from domain.object_id import ObjectId
 from domain.ports import ObjectInfo, StoredObject
 
-__all__ = ["MinioObjectStorage", "MinioSettings"]
+__all__ = ["MAX_SINGLE_PUT_BYTES", "MinioObjectStorage", "MinioSettings"]
 
-_T = TypeVar("_T")
-# Bodies up to this size are gathered on the event loop and handed over whole: cheaper than
-# bridging them chunk by chunk into the worker thread.
-_SMALL_BODY_BYTES = 256 * 1024
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject"})
+MiB = 1024 * 1024
+# S3 refuses a single PUT above 5 GiB; beyond it only multipart uploads work.
+MAX_SINGLE_PUT_BYTES = 5 * 1024 * MiB
+_REGION = "us-east-1"  # MinIO's default; naming it also saves a GetBucketLocation round trip
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_MAX_ERROR_BODY_BYTES = 64 * 1024
+_SEND_SLICE_BYTES = 256 * 1024
+_SMALL_BODY_BYTES = 64 * 1024
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload"})
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+# 4xx answers that are about the gateway's own keys or set-up, not about what the client sent.
+_NODE_SETUP_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AuthorizationHeaderMalformed",
+        "InvalidAccessKeyId",
+        "InvalidBucketName",
+        "RequestTimeTooSkewed",
+        "SignatureDoesNotMatch",
+        "XAmzContentSHA256Mismatch",
+    }
+)
+_CLIENT_ERROR_STATUSES = frozenset({400, 411, 413, 414, 431})
 
 
 @dataclass(frozen=True, slots=True)
 class MinioSettings:
     bucket: str
     connect_timeout_seconds: float
-    read_timeout_seconds: float
-    retries: int
-    connection_pool_size: int
-    # S3 multipart parts are at least 5 MiB; minio-py holds one part (plus copies) per upload.
+    # From the request (or the end of its body) to the node's response headers.
+    first_byte_timeout_seconds: float
+    # The longest a streaming body may go without the node sending or accepting a byte.
+    idle_timeout_seconds: float
+    # Connections kept per node; requests in flight are capped separately (``InFlightLimits``).
+    max_connections_per_node: int
+    # Multipart parts are at least 5 MiB; each is held in memory while it is filled and sent.
     part_size_bytes: int
+    # Objects up to this size are read whole and sent in one piece; larger ones stream in chunks
+    # of about this size.
     download_chunk_bytes: int
-    body_read_timeout_seconds: float
+    max_single_put_bytes: int = MAX_SINGLE_PUT_BYTES
 
 
 @dataclass(frozen=True, slots=True)
-class _ClientKey:
+class _NodeKey:
     endpoint: str
     access_key: str
     secret_key: str
 
 
 class MinioObjectStorage:
-    """Objects on MinIO (S3) nodes, through minio-py, streamed both ways with bounded memory.
+    """The ``ObjectStorage`` port on MinIO nodes, over one pooled aiohttp session."""
 
-    minio-py is synchronous: every call runs in the given (bounded) executor, and bodies are bridged
-    chunk by chunk between the event loop and the worker threads. Every SDK and urllib3 error is
-    translated into a domain error here; none crosses this class.
-    """
-
-    def __init__(
-        self, settings: MinioSettings, executor: Executor, upload_budget: UploadBudget
-    ) -> None:
+    def __init__(self, settings: MinioSettings, upload_budget: UploadBudget) -> None:
         self._settings = settings
-        self._executor = executor
         self._upload_budget = upload_budget
-        self._clients: dict[str, tuple[_ClientKey, Minio]] = {}
-        self._buckets_ready: set[_ClientKey] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._buckets_ready: set[_NodeKey] = set()
+        # Built once: aiohttp's read timeout covers the wait for the first byte and each read.
+        self._first_byte_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.connect_timeout_seconds,
+            sock_connect=settings.connect_timeout_seconds,
+            sock_read=settings.first_byte_timeout_seconds,
+        )
+        # For requests that a deadline of their own bounds (streamed uploads, long completions).
+        self._no_read_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.connect_timeout_seconds,
+            sock_connect=settings.connect_timeout_seconds,
+        )
 
-    async def exists(self, node: Node, object_id: ObjectId) -> bool:
-        client = self._client_for(node)
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the port ---------------------------------------------------------------------------
+
+    async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
+        response = await self._request(node, "HEAD", object_id.value)
+        async with response:
+            if response.status != 200:
+                await _raise_for(node, response)
+            return _info_from(response.headers)
+
+    async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
+        settings = self._settings
+        response = await self._request(node, "GET", object_id.value)
         try:
-            await self._run(node, client.stat_object, self._settings.bucket, object_id.value)
-        except ObjectNotFound:
-            return False
-        return True
+            if response.status != 200:
+                await _raise_for(node, response)
+            info = _info_from(response.headers)
+            if info.size <= settings.download_chunk_bytes:
+                # Bounded by the session's read timeout, as the headers were.
+                whole = await response.read()
+                response.release()
+                return StoredObject(
+                    info=info, chunks=_single(whole), close=_nothing, whole_body=whole
+                )
+        except TimeoutError:
+            response.close()
+            raise NodeUnreachable(node.name, "it stopped sending the object") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            response.close()
+            raise NodeUnreachable(node.name, f"the connection failed ({exc!r})") from exc
+        except BaseException:
+            response.close()
+            raise
+
+        # From here on the body streams: the node may pause up to the idle timeout between reads.
+        if response.connection is not None and response.connection.protocol is not None:
+            response.connection.protocol.read_timeout = settings.idle_timeout_seconds
+
+        async def chunks() -> AsyncIterator[bytes]:
+            content = response.content
+            try:
+                while True:
+                    chunk = await content.read(settings.download_chunk_bytes)
+                    if not chunk:
+                        return
+                    yield chunk
+            except TimeoutError:
+                raise NodeUnreachable(node.name, "it stopped sending the object") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise NodeUnreachable(node.name, f"the connection failed ({exc!r})") from exc
+
+        async def close() -> None:
+            # A body read to its end returns the connection to the pool; otherwise it is dropped.
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
+
+        return StoredObject(info=info, chunks=chunks(), close=close)
 
     async def put(
         self,
@@ -87,285 +199,501 @@ class MinioObjectStorage:
         length: int | None,
         content_type: str,
     ) -> ObjectInfo:
-        client = self._client_for(node)
-        await self._ensure_bucket(node, client)
-        part_size = self._settings.part_size_bytes
-        buffered = part_size if length is None else min(length, part_size)
-        async with self._upload_budget.reserve(buffered):
-            reader: io.BytesIO | _BlockingBodyReader
-            if length is not None and length <= _SMALL_BODY_BYTES:
-                reader = io.BytesIO(
-                    await _gather_small_body(body, length, self._settings.body_read_timeout_seconds)
-                )
-            else:
-                reader = _BlockingBodyReader(
-                    body,
-                    asyncio.get_running_loop(),
-                    length,
-                    self._settings.body_read_timeout_seconds,
-                )
-            try:
-                result = await self._run(
-                    node,
-                    client.put_object,
-                    self._settings.bucket,
-                    object_id.value,
-                    reader,
-                    -1 if length is None else length,
-                    content_type=content_type,
-                    part_size=part_size,
-                    # One part in flight per upload keeps the memory per upload at one part.
-                    num_parallel_uploads=1,
-                )
-            except ObjectNotFound as exc:
-                # The bucket vanished (e.g. the node's volume was replaced): recreate it next time.
-                self._buckets_ready.discard(self._clients[node.name][0])
-                raise NodeUnavailable(node.name, "its bucket disappeared during the write") from exc
-        size = reader.bytes_read if isinstance(reader, _BlockingBodyReader) else length
-        assert size is not None
-        return ObjectInfo(size=size, content_type=content_type, etag=result.etag or "")
+        await self._ensure_bucket(node)
+        if length is not None and length <= self._settings.max_single_put_bytes:
+            return await self._put_streamed(node, object_id.value, body, length, content_type)
+        return await self._put_in_parts(node, object_id.value, body, length, content_type)
 
-    async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
-        client = self._client_for(node)
-        chunk_size = self._settings.download_chunk_bytes
-        opened = await self._run(
-            node, _open_object, client, self._settings.bucket, object_id.value, chunk_size
-        )
-        response = opened.response
+    # -- uploads ----------------------------------------------------------------------------
 
-        async def read_chunks() -> AsyncIterator[bytes]:
-            if opened.small_body is not None:
-                if opened.small_body:
-                    yield opened.small_body
-                return
-            assert response is not None
-            chunks = response.stream(chunk_size, decode_content=False)
-            while chunk := await self._run(node, next, chunks, b""):
-                yield chunk
-
-        async def close() -> None:
-            if response is not None:
-                response.close()
-                response.release_conn()
-
-        return StoredObject(info=opened.info, chunks=read_chunks(), close=close)
-
-    def close(self) -> None:
-        for _, client in self._clients.values():
-            _http_client_of(client).clear()
-        self._clients.clear()
-
-    def _client_for(self, node: Node) -> Minio:
-        if node.endpoint is None:
-            raise NodeUnavailable(node.name, "the node has no address")
-        key = _ClientKey(node.endpoint, node.credentials.access_key, node.credentials.secret_key)
-        known = self._clients.get(node.name)
-        if known is not None and known[0] == key:
-            return known[1]
-        if known is not None:
-            # The node moved or changed keys: its old connections point at the wrong place.
-            _http_client_of(known[1]).clear()
-        client = Minio(
-            key.endpoint,
-            access_key=key.access_key,
-            secret_key=key.secret_key,
-            secure=False,
-            # MinIO's default region; naming it also saves a GetBucketLocation round trip.
-            region="us-east-1",
-            http_client=self._new_http_client(),
-        )
-        self._clients[node.name] = (key, client)
-        return client
-
-    def _new_http_client(self) -> urllib3.PoolManager:
+    async def _put_streamed(
+        self, node: Node, key: str, body: AsyncIterator[bytes], length: int, content_type: str
+    ) -> ObjectInfo:
+        """One PUT whose body is the client's, chunk by chunk, as the node accepts it."""
+        if length <= _SMALL_BODY_BYTES:
+            # Socket-sized: gathered first and sent in one piece, which costs far less per request
+            # than a streamed body (no writer generator, one write).
+            data = await _gathered(body, length)
+            etag = await self._put_bytes(node, key, data, content_type)
+            return ObjectInfo(size=length, content_type=content_type, etag=etag)
         settings = self._settings
-        return urllib3.PoolManager(
-            # Every worker thread may talk to the same node at once.
-            maxsize=settings.connection_pool_size,
-            block=False,
-            timeout=urllib3.Timeout(
-                connect=settings.connect_timeout_seconds, read=settings.read_timeout_seconds
-            ),
-            retries=urllib3.Retry(
-                total=settings.retries,
-                read=0,
-                backoff_factor=0.1,
-                status_forcelist=(500, 502, 503, 504),
-            ),
-        )
+        sent = 0
+        body_failure: BaseException | None = None
+        deadline = _Deadline()
 
-    async def _ensure_bucket(self, node: Node, client: Minio) -> None:
-        key = self._clients[node.name][0]
-        if key not in self._buckets_ready:
-            await self._run(node, _create_bucket_if_missing, client, self._settings.bucket)
-            self._buckets_ready.add(key)
+        async def relayed() -> AsyncIterator[bytes]:
+            nonlocal sent, body_failure
+            try:
+                while True:
+                    # While the client is sending, its own timeout applies, not the node's.
+                    deadline.clear()
+                    chunk = await anext(body, None)
+                    if chunk is None:
+                        break
+                    sent += len(chunk)
+                    if sent > length:
+                        raise IncompleteBody("the body is longer than its Content-Length")
+                    deadline.set(settings.idle_timeout_seconds)
+                    yield chunk
+                if sent != length:
+                    raise IncompleteBody(f"the body ended after {sent} of {length} bytes")
+            except BaseException as exc:
+                # Raised here, aiohttp aborts the request before the node has the whole body, so
+                # the node stores nothing; the cause is re-raised by _send.
+                body_failure = exc
+                raise
+            deadline.set(settings.first_byte_timeout_seconds)
 
-    async def _run(
-        self, node: Node, function: Callable[..., _T], *args: object, **kwargs: object
-    ) -> _T:
-        """Run a blocking SDK call in the executor, translating its failures at this border."""
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
-        except GatewayError:
+            async with deadline.running(settings.first_byte_timeout_seconds):
+                response = await self._send(
+                    node,
+                    "PUT",
+                    key,
+                    headers={"Content-Type": content_type, "Content-Length": str(length)},
+                    data=relayed() if length else b"",
+                    payload_hash=_UNSIGNED_PAYLOAD,
+                    body_failure=lambda: body_failure,
+                    timeout=self._no_read_timeout,
+                )
+        except TimeoutError:
+            raise NodeUnreachable(node.name, "it stopped accepting the upload") from None
+        async with response:
+            if response.status != 200:
+                await _raise_for(node, response)
+            return ObjectInfo(size=sent, content_type=content_type, etag=_etag_of(response))
+
+    async def _put_in_parts(
+        self,
+        node: Node,
+        key: str,
+        body: AsyncIterator[bytes],
+        length: int | None,
+        content_type: str,
+    ) -> ObjectInfo:
+        """A multipart upload, one budgeted part in memory at a time; one PUT if it fits in one."""
+        parts = _Parts(body, self._settings.part_size_bytes)
+        upload_id: str | None = None
+        etags: list[str] = []
+        try:
+            while True:
+                # Budget is taken once bytes of the next part are here: a client that trickles,
+                # or has not started, holds none.
+                await parts.wait_for_data()
+                async with self._upload_budget.reserve(self._settings.part_size_bytes):
+                    part = await parts.fill()
+                    if parts.ended and upload_id is None:
+                        # The whole body fits in one part: one ordinary PUT, no multipart.
+                        _check_length(parts.total, length)
+                        etag = await self._put_bytes(node, key, part, content_type)
+                        return ObjectInfo(size=len(part), content_type=content_type, etag=etag)
+                    if upload_id is None:
+                        upload_id = await self._create_upload(node, key, content_type)
+                    if part or not etags:
+                        etags.append(
+                            await self._put_bytes(
+                                node,
+                                key,
+                                part,
+                                content_type=None,
+                                query={"partNumber": str(len(etags) + 1), "uploadId": upload_id},
+                            )
+                        )
+                    del part
+                if parts.ended:
+                    break
+            _check_length(parts.total, length)
+            etag = await self._complete_upload(node, key, upload_id, etags)
+        except BaseException:
+            if upload_id is not None:
+                # Nothing of an unfinished multipart upload is ever visible; aborting frees the
+                # node's space for the parts. Shielded: a cancelled request still cleans up.
+                with contextlib.suppress(GatewayError, asyncio.CancelledError):
+                    await asyncio.shield(self._abort_upload(node, key, upload_id))
             raise
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            _raise_translated(exc, node.name)
+        return ObjectInfo(size=parts.total, content_type=content_type, etag=etag)
+
+    async def _put_bytes(
+        self,
+        node: Node,
+        key: str,
+        data: bytearray,
+        content_type: str | None,
+        query: Mapping[str, str] | None = None,
+    ) -> str:
+        """PUT a buffered body (an object or one part of a multipart upload); its ETag."""
+        headers = {"Content-Length": str(len(data))}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        response = await self._request(
+            node,
+            "PUT",
+            key,
+            timeout=self._first_byte_after_sending(len(data)),
+            query=query,
+            headers=headers,
+            data=bytes(data) if len(data) <= _SEND_SLICE_BYTES else _slices(data),
+            payload_hash=_UNSIGNED_PAYLOAD,
+        )
+        async with response:
+            if response.status != 200:
+                await _raise_for(node, response)
+            return _etag_of(response)
+
+    def _first_byte_after_sending(self, size: int) -> float:
+        # A buffered body goes out at the node's pace; allow for it at a modest 10 MiB/s.
+        return self._settings.first_byte_timeout_seconds + size / (10 * MiB)
+
+    async def _create_upload(self, node: Node, key: str, content_type: str) -> str:
+        response = await self._request(
+            node, "POST", key, query={"uploads": ""}, headers={"Content-Type": content_type}
+        )
+        async with response:
+            if response.status != 200:
+                await _raise_for(node, response)
+            upload_id = _xml_text(await response.read(), "UploadId")
+        if not upload_id:
+            raise NodeUnavailable(node.name, "it started a multipart upload without an ID")
+        return upload_id
+
+    async def _complete_upload(self, node: Node, key: str, upload_id: str, etags: list[str]) -> str:
+        element = Element("CompleteMultipartUpload")
+        for number, etag in enumerate(etags, start=1):
+            part = SubElement(element, "Part")
+            SubElement(part, "PartNumber", str(number))
+            SubElement(part, "ETag", f'"{etag}"')
+        document = getbytes(element)
+        headers = {"Content-Type": "application/xml", "Content-MD5": md5sum_hash(document) or ""}
+        response = await self._request(
+            node,
+            "POST",
+            key,
+            # Assembling a large upload takes the node a while before it answers.
+            timeout=self._settings.idle_timeout_seconds,
+            query={"uploadId": upload_id},
+            headers=headers,
+            data=document,
+            payload_hash=hashlib.sha256(document).hexdigest(),
+        )
+        async with response:
+            document = await response.read()
+            # S3 may report a failed completion with 200 and an <Error> document.
+            if response.status != 200 or _xml_text(document, "Code"):
+                raise _error_for(node, response.status, document)
+            etag = (_xml_text(document, "ETag") or "").strip('"')
+        return etag or _etag_of(response)
+
+    async def _abort_upload(self, node: Node, key: str, upload_id: str) -> None:
+        response = await self._request(node, "DELETE", key, query={"uploadId": upload_id})
+        async with response:
+            if response.status not in (200, 204, 404):
+                await _raise_for(node, response)
+
+    async def _ensure_bucket(self, node: Node) -> None:
+        key = _node_key(node)
+        if key in self._buckets_ready:
+            return
+        response = await self._request(node, "HEAD", None)
+        async with response:
+            exists = response.status == 200
+            if not exists and response.status != 404:
+                await _raise_for(node, response)
+        if not exists:
+            response = await self._request(node, "PUT", None)
+            async with response:
+                document = await response.read()
+                # 409: another request or gateway replica created it first.
+                if response.status not in (200, 409):
+                    raise _error_for(node, response.status, document)
+                if response.status == 409 and _xml_text(document, "Code") not in (
+                    _BUCKET_EXISTS_CODES | {None}
+                ):
+                    raise _error_for(node, response.status, document)
+        self._buckets_ready.add(key)
+
+    # -- one signed request -----------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            settings = self._settings
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=0, limit_per_host=settings.max_connections_per_node
+                ),
+                # Bytes pass through as stored: no decompression, no cookies, no extra headers.
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                timeout=self._first_byte_timeout,
+            )
+        return self._session
+
+    async def _request(
+        self,
+        node: Node,
+        method: str,
+        key: str | None,
+        *,
+        timeout: float | None = None,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | bytearray | AsyncIterator[bytes] | None = None,
+        payload_hash: str = _EMPTY_SHA256,
+    ) -> aiohttp.ClientResponse:
+        """``_send`` within the time to first byte (or ``timeout``)."""
+        if timeout is None:
+            # aiohttp's own read timeout bounds the wait for the first byte (and each read after
+            # it): no timer of our own on the hot path.
+            return await self._send(
+                node,
+                method,
+                key,
+                query=query,
+                headers=headers,
+                data=data,
+                payload_hash=payload_hash,
+            )
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._send(
+                    node,
+                    method,
+                    key,
+                    query=query,
+                    headers=headers,
+                    data=data,
+                    payload_hash=payload_hash,
+                    timeout=self._no_read_timeout,
+                )
+        except TimeoutError:
+            raise NodeUnreachable(node.name, "it did not answer in time") from None
+
+    async def _send(
+        self,
+        node: Node,
+        method: str,
+        key: str | None,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | bytearray | AsyncIterator[bytes] | None = None,
+        payload_hash: str = _EMPTY_SHA256,
+        body_failure: object = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Sign and send one request; the response's headers have arrived when it returns.
+
+        A failure of the request body (``body_failure`` returns it) is re-raised as it was, so the
+        client's own errors (a short body, a stall) stay the client's.
+        """
+        endpoint = node.endpoint
+        if endpoint is None:
+            raise NodeUnavailable(node.name, "the node has no address")
+        path = f"/{self._settings.bucket}" if key is None else f"/{self._settings.bucket}/{key}"
+        query_string = (
+            "&".join(f"{name}={queryencode(value)}" for name, value in sorted(query.items()))
+            if query
+            else ""
+        )
+        url = SplitResult("http", endpoint, path, query_string, "")
+        date, amz_date = _signing_time()
+        signed = sign_v4_s3(
+            method=method,
+            url=url,
+            region=_REGION,
+            headers={
+                **(headers or {}),
+                "Host": endpoint,
+                "x-amz-date": amz_date,
+                "x-amz-content-sha256": payload_hash,
+            },
+            credentials=SigningCredentials(
+                node.credentials.access_key, node.credentials.secret_key
+            ),
+            content_sha256=payload_hash,
+            date=date,
+        )
+        try:
+            return await self._http().request(
+                method,
+                URL(urlunsplit(url), encoded=True),
+                headers=signed,  # type: ignore[arg-type]  # str values: the signer adds one
+                data=data,
+                timeout=timeout or self._first_byte_timeout,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            failure = body_failure() if callable(body_failure) else None
+            if isinstance(failure, GatewayError):
+                raise failure from None
+            if isinstance(exc, TimeoutError):
+                raise NodeUnreachable(node.name, "it did not answer in time") from None
+            raise NodeUnreachable(node.name, f"it cannot be reached ({exc!r})") from exc
+        except TimeoutError:
+            raise NodeUnreachable(node.name, "it did not answer in time") from None
 
 
-@dataclass(frozen=True, slots=True)
-class _OpenedObject:
-    info: ObjectInfo
-    # The whole body when it fits in one chunk (read in the same worker-thread hop as the request);
-    # otherwise None, and the body streams from ``response``.
-    small_body: bytes | None
-    response: urllib3.BaseHTTPResponse | None
+class _Deadline:
+    """A deadline around one node request that the request's body moves as it goes.
+
+    Setting it after the request has returned (the node may answer before the body is done) does
+    nothing.
+    """
+
+    def __init__(self) -> None:
+        self._timeout: asyncio.Timeout | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self, initial_seconds: float) -> AsyncIterator[None]:
+        async with asyncio.timeout(None) as timeout:
+            self._timeout = timeout
+            self.set(initial_seconds)
+            try:
+                yield
+            finally:
+                self._timeout = None
+
+    def set(self, seconds: float) -> None:
+        if self._timeout is not None:
+            self._timeout.reschedule(asyncio.get_running_loop().time() + seconds)
+
+    def clear(self) -> None:
+        if self._timeout is not None:
+            self._timeout.reschedule(None)
 
 
-def _open_object(client: Minio, bucket: str, name: str, chunk_size: int) -> _OpenedObject:
-    response = client.get_object(bucket, name)
-    headers = response.headers
-    info = ObjectInfo(
-        size=int(headers.get("Content-Length", "0")),
-        content_type=headers.get("Content-Type") or "application/octet-stream",
-        etag=headers.get("ETag", "").strip('"'),
-    )
-    if info.size > chunk_size:
-        return _OpenedObject(info=info, small_body=None, response=response)
-    try:
-        return _OpenedObject(info=info, small_body=response.read(), response=None)
-    finally:
-        response.close()
-        response.release_conn()
+class _Parts:
+    """Cuts an async body into parts of ``part_size`` bytes, one bytearray at a time."""
+
+    def __init__(self, body: AsyncIterator[bytes], part_size: int) -> None:
+        self._body = body
+        self._part_size = part_size
+        self._carry = b""
+        self.total = 0
+        self.ended = False
+
+    async def wait_for_data(self) -> None:
+        if not self._carry and not self.ended:
+            chunk = await anext(self._body, None)
+            if chunk is None:
+                self.ended = True
+            else:
+                self._carry = chunk
+
+    async def fill(self) -> bytearray:
+        part = bytearray(self._carry[: self._part_size])
+        self._carry = self._carry[self._part_size :]
+        while len(part) < self._part_size and not self.ended:
+            chunk = await anext(self._body, None)
+            if chunk is None:
+                self.ended = True
+                break
+            room = self._part_size - len(part)
+            if len(chunk) > room:
+                part += chunk[:room]
+                self._carry = chunk[room:]
+            else:
+                part += chunk
+        self.total += len(part)
+        return part
 
 
-def _create_bucket_if_missing(client: Minio, bucket: str) -> None:
-    if client.bucket_exists(bucket):
-        return
-    try:
-        client.make_bucket(bucket)
-    except (S3Error, InvalidResponseError) as exc:
-        # Another request or gateway replica created it first.
-        if not _is_conflict(exc):
-            raise
+async def _gathered(body: AsyncIterator[bytes], length: int) -> bytearray:
+    data = bytearray()
+    async for chunk in body:
+        data += chunk
+        if len(data) > length:
+            raise IncompleteBody("the body is longer than its Content-Length")
+    _check_length(len(data), length)
+    return data
 
 
-def _raise_translated(exc: Exception, node_name: str) -> NoReturn:
-    status = _status_of(exc)
-    if (isinstance(exc, S3Error) and exc.code in _NOT_FOUND_CODES) or status == 404:
-        raise ObjectNotFound("no object is stored under this ID") from exc
-    if isinstance(exc, S3Error):
-        raise NodeUnavailable(node_name, f"it answered {exc.code}") from exc
-    if isinstance(exc, ServerError | InvalidResponseError):
-        raise NodeUnavailable(node_name, f"it answered HTTP {status}") from exc
-    raise NodeUnreachable(node_name, f"it cannot be reached ({type(exc).__name__})") from exc
+def _check_length(received: int, announced: int | None) -> None:
+    if announced is not None and received != announced:
+        raise IncompleteBody(f"the body had {received} bytes, not the {announced} announced")
 
 
-def _status_of(exc: Exception) -> int | None:
-    if isinstance(exc, S3Error):
-        return exc.response.status if exc.response is not None else None
-    if isinstance(exc, ServerError):
-        return exc.status_code
-    if isinstance(exc, InvalidResponseError):
-        # minio-py raises this for error bodies that are not application/xml (e.g. text/xml) and
-        # keeps the HTTP status only as its first constructor argument.
-        code = getattr(exc, "_code", None)
-        return code if isinstance(code, int) else None
+async def _slices(data: bytearray) -> AsyncIterator[bytes]:
+    # A part goes out in slices (views, not copies): the writer then waits for the socket between
+    # them instead of queueing megabytes at once.
+    view = memoryview(data)
+    for start in range(0, len(view), _SEND_SLICE_BYTES):
+        yield view[start : start + _SEND_SLICE_BYTES]  # type: ignore[misc]
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
+
+
+async def _nothing() -> None:
     return None
 
 
-def _is_conflict(exc: S3Error | InvalidResponseError) -> bool:
-    if isinstance(exc, S3Error):
-        return exc.code in _BUCKET_EXISTS_CODES
-    return _status_of(exc) == 409
+def _node_key(node: Node) -> _NodeKey:
+    return _NodeKey(node.endpoint or "", node.credentials.access_key, node.credentials.secret_key)
 
 
-def _http_client_of(client: Minio) -> urllib3.PoolManager:
-    return client._http  # noqa: SLF001 - minio-py offers no public way to close its pool
+def _etag_of(response: aiohttp.ClientResponse) -> str:
+    return response.headers.get("ETag", "").strip('"')
 
 
-async def _gather_small_body(
-    body: AsyncIterator[bytes], length: int, timeout_seconds: float
-) -> bytes:
-    chunks: list[bytes] = []
-    received = 0
+@functools.lru_cache(maxsize=1)
+def _signing_time_at(second: int) -> tuple[datetime, str]:
+    date = datetime.fromtimestamp(second, UTC)
+    return date, to_amz_date(date)
+
+
+def _signing_time() -> tuple[datetime, str]:
+    """Now, to the second (all SigV4 keeps), and its x-amz-date form: formatted once a second."""
+    return _signing_time_at(int(time.time()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_http_date(value: str) -> datetime | None:
+    # The same object answers with the same Last-Modified again and again: parse each value once.
     try:
-        async with asyncio.timeout(timeout_seconds):
-            async for chunk in body:
-                received += len(chunk)
-                if received > length:
-                    raise IncompleteBody("the body is longer than its Content-Length")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise IncompleteBody(f"the client sent no body for {timeout_seconds:g} seconds") from None
-    if received != length:
-        raise IncompleteBody(f"the body ended after {received} of {length} bytes")
-    return b"".join(chunks)
+        return from_http_header(value)
+    except ValueError:
+        return None
 
 
-class _BlockingBodyReader:
-    """A blocking ``read()`` over an async chunk iterator, for minio-py running in a worker thread.
+def _info_from(headers: Mapping[str, str]) -> ObjectInfo:
+    raw_last_modified = headers.get("Last-Modified")
+    last_modified = _parse_http_date(raw_last_modified) if raw_last_modified else None
+    return ObjectInfo(
+        size=int(headers.get("Content-Length", "0")),
+        content_type=headers.get("Content-Type") or "application/octet-stream",
+        etag=headers.get("ETag", "").strip('"'),
+        last_modified=last_modified,
+    )
 
-    Each ``read(n)`` gathers up to ``n`` bytes and joins them once: minio-py concatenates what
-    ``read`` returns with ``+=``, which is quadratic when fed small chunks.
-    """
 
-    def __init__(
-        self,
-        chunks: AsyncIterator[bytes],
-        loop: asyncio.AbstractEventLoop,
-        expected_length: int | None,
-        timeout_seconds: float,
-    ) -> None:
-        self._chunks = chunks
-        self._loop = loop
-        self._expected_length = expected_length
-        self._timeout_seconds = timeout_seconds
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._finished = False
-        self.bytes_read = 0
+def _xml_text(document: bytes, name: str) -> str | None:
+    try:
+        element = ET.fromstring(document)  # noqa: S314 - a node's own answer, not a client's
+    except ET.ParseError:
+        return None
+    text = findtext(element, name)
+    return None if text is None else str(text)
 
-    def read(self, size: int = -1) -> bytes:
-        while not self._finished and (size < 0 or self._pending_size < size):
-            chunk = self._next_chunk()
-            if chunk is None:
-                self._finished = True
-                self._check_complete()
-            elif chunk:
-                self._pending.append(chunk)
-                self._pending_size += len(chunk)
-        if size < 0 or self._pending_size <= size:
-            data = b"".join(self._pending)
-            self._pending.clear()
-        else:
-            # Split the last chunk so that exactly ``size`` bytes are returned.
-            joined = b"".join(self._pending)
-            data, rest = joined[:size], joined[size:]
-            self._pending = [rest]
-        self._pending_size -= len(data)
-        return data
 
-    def _next_chunk(self) -> bytes | None:
-        async def next_chunk() -> bytes | None:
-            return await anext(self._chunks, None)
+async def _raise_for(node: Node, response: aiohttp.ClientResponse) -> NoReturn:
+    try:
+        document = await response.content.read(_MAX_ERROR_BODY_BYTES)
+    except (aiohttp.ClientError, OSError):
+        document = b""
+    raise _error_for(node, response.status, document)
 
-        future = asyncio.run_coroutine_threadsafe(next_chunk(), self._loop)
-        try:
-            chunk = future.result(timeout=self._timeout_seconds)
-        except FutureTimeout as exc:
-            future.cancel()
-            raise IncompleteBody(
-                f"the client sent no data for {self._timeout_seconds:g} seconds"
-            ) from exc
-        if chunk is not None:
-            self.bytes_read += len(chunk)
-            if self._expected_length is not None and self.bytes_read > self._expected_length:
-                raise IncompleteBody("the body is longer than its Content-Length")
-        return chunk
 
-    def _check_complete(self) -> None:
-        if self._expected_length is not None and self.bytes_read != self._expected_length:
-            raise IncompleteBody(
-                f"the body ended after {self.bytes_read} of {self._expected_length} bytes"
-            )
+def _error_for(node: Node, status: int, document: bytes) -> GatewayError:
+    """The domain error for a node's refusal, told apart by its HTTP status and S3 error code."""
+    code = _xml_text(document, "Code") if document else None
+    if status == 404 or code in _NOT_FOUND_CODES:
+        return ObjectNotFound("no object is stored under this ID")
+    if status in _CLIENT_ERROR_STATUSES and code not in _NODE_SETUP_CODES:
+        error: GatewayError = RefusedByNode(
+            f"the storage node refused the request ({code or f'HTTP {status}'})"
+        )
+        error.node_name = node.name
+        return error
+    return NodeUnavailable(node.name, f"it answered HTTP {status}" + (f" {code}" if code else ""))

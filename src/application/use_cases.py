@@ -1,20 +1,22 @@
+"""Use cases of the gateway. They take ports in their constructors and know no framework or SDK."""
+
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from application.fleet import Fleet
-from domain.circuit_breaker import NodeBreakers
-from domain.errors import GatewayError, NodeUnavailable, NodeUnreachable
+from application.node_access import NodeAccess
+from domain.errors import ObjectNotFound
 from domain.node import Node
 from domain.object_id import ObjectId
 from domain.ports import ObjectInfo, ObjectStorage, StoredObject
 
-__all__ = ["GetObject", "PutObject", "PutOutcome", "RetrievedObject"]
+__all__ = ["DEFAULT_CONTENT_TYPE", "GetObject", "PutObject", "PutOutcome", "RetrievedObject"]
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,37 +32,13 @@ class RetrievedObject:
     node: Node
 
 
-async def _on_node(
-    breakers: NodeBreakers, node: Node, operation: Callable[[], Awaitable[_T]]
-) -> _T:
-    """Run ``operation`` on ``node`` unless its breaker is open; tell the breaker how it went."""
-    retry_after = breakers.admit(node.name)
-    if retry_after is not None:
-        raise NodeUnavailable(
-            node.name, "it failed repeatedly and is resting", retry_after_seconds=retry_after
-        )
-    try:
-        result = await operation()
-    except NodeUnreachable:
-        breakers.record_failure(node.name)
-        raise
-    except GatewayError as exc:
-        # Any other answer (not found, a bad body, ...) means the node did answer. A cancelled
-        # request says nothing either way; a probe it was leaves the breaker to its own timeout.
-        exc.node_name = node.name
-        breakers.record_success(node.name)
-        raise
-    breakers.record_success(node.name)
-    return result
-
-
 class PutObject:
     """Store a body under an ID on the node that owns the ID, replacing any earlier object."""
 
-    def __init__(self, fleet: Fleet, storage: ObjectStorage, breakers: NodeBreakers) -> None:
+    def __init__(self, fleet: Fleet, storage: ObjectStorage, access: NodeAccess) -> None:
         self._fleet = fleet
         self._storage = storage
-        self._breakers = breakers
+        self._access = access
 
     async def __call__(
         self,
@@ -75,25 +53,77 @@ class PutObject:
         node = await self._fleet.owner_of(object_id)
 
         async def store() -> PutOutcome:
-            existed = await self._storage.exists(node, object_id)
-            info = await self._storage.put(
-                node, object_id, body, length, content_type or DEFAULT_CONTENT_TYPE
-            )
-            return PutOutcome(info=info, created=not existed, node=node)
+            # 201 or 200 needs to know whether the ID was taken before this write. The HEAD runs
+            # beside the upload instead of before it; the last chunk of the body is held back until
+            # it has answered, so the node cannot have committed the new object by then.
+            existed = asyncio.ensure_future(self._exists(node, object_id))
+            try:
+                if length == 0:
+                    await existed  # nothing to hold back: an empty body commits at once
+                info = await self._storage.put(
+                    node,
+                    object_id,
+                    _last_chunk_after(existed, body),
+                    length,
+                    content_type or DEFAULT_CONTENT_TYPE,
+                )
+                return PutOutcome(info=info, created=not await existed, node=node)
+            finally:
+                if not existed.done():
+                    existed.cancel()
+                    with contextlib.suppress(BaseException):
+                        await existed
 
-        return await _on_node(self._breakers, node, store)
+        return await self._access.call(node, store)
+
+    async def _exists(self, node: Node, object_id: ObjectId) -> bool:
+        try:
+            await self._storage.head(node, object_id)
+        except ObjectNotFound:
+            return False
+        return True
+
+
+async def _last_chunk_after(
+    gate: Awaitable[object], body: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """``body`` unchanged, except that its last chunk waits for ``gate`` (and its error, if any)."""
+    held: bytes | None = None
+    async for chunk in body:
+        if held is not None:
+            yield held
+        held = chunk
+    await gate
+    if held is not None:
+        yield held
 
 
 class GetObject:
     """Open the object stored under an ID on the node that owns the ID."""
 
-    def __init__(self, fleet: Fleet, storage: ObjectStorage, breakers: NodeBreakers) -> None:
+    def __init__(self, fleet: Fleet, storage: ObjectStorage, access: NodeAccess) -> None:
         self._fleet = fleet
         self._storage = storage
-        self._breakers = breakers
+        self._access = access
 
     async def __call__(self, raw_object_id: str) -> RetrievedObject:
         object_id = ObjectId(raw_object_id)
         node = await self._fleet.owner_of(object_id)
-        stored = await _on_node(self._breakers, node, lambda: self._storage.get(node, object_id))
-        return RetrievedObject(stored=stored, node=node)
+        # The node's slot is held while the body streams, and given back when the reader closes.
+        release = self._access.enter(node)
+        try:
+            stored = await self._access.observe(node, lambda: self._storage.get(node, object_id))
+        except BaseException:
+            release()
+            raise
+        close_stored = stored.close
+
+        async def close() -> None:
+            try:
+                await close_stored()
+            finally:
+                release()
+
+        return RetrievedObject(
+            stored=StoredObject(stored.info, stored.chunks, close, stored.whole_body), node=node
+        )

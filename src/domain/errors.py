@@ -3,13 +3,15 @@
     GatewayError
     ├── InvalidRequest            the client sent something we refuse (4xx)
     │   ├── InvalidObjectId       not 1-32 ASCII letters and digits
-    │   ├── IncompleteBody        fewer bytes arrived than Content-Length announced
-    │   └── BodyTooLarge          the body exceeds the configured maximum
+    │   ├── IncompleteBody        the body ended early, ran over, or stalled
+    │   ├── BodyTooLarge          the body exceeds the configured maximum
+    │   └── RefusedByNode         the node refused something in the request itself (never its fault)
     ├── ObjectNotFound            no object under this ID on its owning node
     └── ServiceUnavailable        a dependency cannot serve the request (5xx, retry later)
         ├── NoNodesAvailable      discovery found no storage node at all
         ├── NodeUnavailable       the ID's node is down, refusing, or resting (circuit open)
-        │   └── NodeUnreachable   connecting to the node failed or timed out (feeds its breaker)
+        │   ├── NodeUnreachable   connecting to the node failed or timed out (feeds its breaker)
+        │   └── NodeOverloaded    the node already has as many requests in flight as it may
         └── DiscoveryUnavailable  the container runtime cannot be asked who the nodes are
 
 Adapters translate their SDK's exceptions into these at the border; the HTTP entrypoint maps each
@@ -26,9 +28,11 @@ __all__ = [
     "InvalidObjectId",
     "InvalidRequest",
     "NoNodesAvailable",
+    "NodeOverloaded",
     "NodeUnavailable",
     "NodeUnreachable",
     "ObjectNotFound",
+    "RefusedByNode",
     "ServiceUnavailable",
 ]
 
@@ -61,6 +65,13 @@ class BodyTooLarge(InvalidRequest):
     code = "body_too_large"
 
 
+class RefusedByNode(InvalidRequest):
+    """A node answered 4xx to something the client sent (a header it rejects, say).
+
+    The client's error, not the node's: a 400, and it never counts against the node's breaker.
+    """
+
+
 class ObjectNotFound(GatewayError):
     code = "object_not_found"
 
@@ -89,6 +100,11 @@ class NodeUnavailable(ServiceUnavailable):
 
 class NodeUnreachable(NodeUnavailable):
     """The node did not answer at all; several in a row open its circuit breaker."""
+
+
+class NodeOverloaded(NodeUnavailable):
+    """Refused at once, so that one slow or frozen node cannot hold an unbounded number of requests;
+    it says nothing about the node's health, so it never feeds the breaker."""
 
 
 class DiscoveryUnavailable(ServiceUnavailable):

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from domain.node import Node
 from domain.object_id import ObjectId
 
-__all__ = ["ChangeFeed", "NodeDiscovery", "ObjectInfo", "ObjectStorage", "StoredObject"]
+__all__ = [
+    "ChangeFeed",
+    "NodeDiscovery",
+    "ObjectInfo",
+    "ObjectStorage",
+    "StoredObject",
+]
 
 
 class ChangeFeed(Protocol):
@@ -39,27 +46,35 @@ class NodeDiscovery(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
+    """What a node says about a stored object. ``etag`` is unquoted."""
+
     size: int
     content_type: str
     etag: str
+    last_modified: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     """An object being read: its metadata, then its bytes as they arrive.
 
-    ``close`` must be awaited once the reader is done (or gives up), to return the connection.
+    ``whole_body`` is set instead of streaming when the object is small enough to have been read in
+    one go (it then goes out to the client in one send). ``close`` must be awaited once the reader
+    is done (or gives up), to return the node connection.
     """
 
     info: ObjectInfo
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]
+    whole_body: bytes | None = None
 
 
 class ObjectStorage(Protocol):
     """Stores and returns object bytes on one given node."""
 
-    async def exists(self, node: Node, object_id: ObjectId) -> bool: ...
+    async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
+        """The object's metadata. Raises ``ObjectNotFound`` when it does not exist."""
+        ...
 
     async def put(
         self,
@@ -69,7 +84,11 @@ class ObjectStorage(Protocol):
         length: int | None,
         content_type: str,
     ) -> ObjectInfo:
-        """Store ``body`` atomically: on any failure no partial object becomes visible."""
+        """Store ``body`` atomically: on any failure no partial object becomes visible.
+
+        ``length`` is the announced size (``None``: unknown until the body ends); a body that ends
+        early or runs over raises ``IncompleteBody`` and stores nothing.
+        """
         ...
 
     async def get(self, node: Node, object_id: ObjectId) -> StoredObject:

@@ -12,8 +12,10 @@ from adapters.minio_storage import MinioObjectStorage, MinioSettings
 from adapters.upload_budget import UploadBudget
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
+from application.node_access import NodeAccess
 from application.use_cases import GetObject, PutObject
 from domain.circuit_breaker import NodeBreakers
+from domain.in_flight import InFlightLimits
 from entrypoints.observability import GatewayMetrics
 from entrypoints.settings import Settings
 
@@ -35,6 +37,11 @@ def _thread_pool(max_workers: int, thread_name_prefix: str) -> Iterator[ThreadPo
         executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _connections_per_node(settings: Settings) -> int:
+    # A PUT holds two connections: the upload and the HEAD that tells 201 from 200.
+    return 2 * settings.node_max_in_flight
+
+
 def _closing(factory: Callable[..., _C], **kwargs: object) -> Iterator[_C]:
     resource = factory(**kwargs)
     try:
@@ -52,10 +59,7 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Singleton(Settings.from_environ)
 
-    io_executor = providers.Resource(
-        _thread_pool, max_workers=settings.provided.io_threads, thread_name_prefix="node-io"
-    )
-    # Its own thread, so that discovery never queues behind long uploads.
+    # The docker SDK is synchronous: discovery runs in a thread of its own.
     discovery_executor = providers.Resource(
         _thread_pool, max_workers=1, thread_name_prefix="discovery"
     )
@@ -85,6 +89,10 @@ class Container(containers.DeclarativeContainer):
         failure_threshold=settings.provided.breaker_failure_threshold,
         cooldown_seconds=settings.provided.breaker_cooldown_seconds,
     )
+    in_flight_limits = providers.Singleton(
+        InFlightLimits, max_per_node=settings.provided.node_max_in_flight
+    )
+    node_access = providers.Singleton(NodeAccess, breakers=breakers, limits=in_flight_limits)
 
     upload_budget = providers.Singleton(
         UploadBudget, capacity_bytes=settings.provided.upload_buffer_bytes
@@ -93,25 +101,21 @@ class Container(containers.DeclarativeContainer):
         MinioSettings,
         bucket=settings.provided.bucket,
         connect_timeout_seconds=settings.provided.node_connect_timeout_seconds,
-        read_timeout_seconds=settings.provided.node_read_timeout_seconds,
-        retries=settings.provided.node_retries,
-        connection_pool_size=settings.provided.io_threads,
+        first_byte_timeout_seconds=settings.provided.node_first_byte_timeout_seconds,
+        idle_timeout_seconds=settings.provided.node_idle_timeout_seconds,
+        max_connections_per_node=providers.Callable(_connections_per_node, settings),
         part_size_bytes=settings.provided.part_size_bytes,
         download_chunk_bytes=settings.provided.download_chunk_bytes,
-        body_read_timeout_seconds=settings.provided.body_read_timeout_seconds,
     )
-    object_storage = providers.Resource(
-        _closing,
-        MinioObjectStorage,
-        settings=minio_settings,
-        executor=io_executor,
-        upload_budget=upload_budget,
+    # Its aiohttp session lives on the server's event loop; the app closes it when it stops.
+    object_storage = providers.Singleton(
+        MinioObjectStorage, settings=minio_settings, upload_budget=upload_budget
     )
 
     put_object = providers.Factory(
-        PutObject, fleet=fleet, storage=object_storage, breakers=breakers
+        PutObject, fleet=fleet, storage=object_storage, access=node_access
     )
     get_object = providers.Factory(
-        GetObject, fleet=fleet, storage=object_storage, breakers=breakers
+        GetObject, fleet=fleet, storage=object_storage, access=node_access
     )
     metrics = providers.Singleton(GatewayMetrics, fleet=fleet, breakers=breakers)

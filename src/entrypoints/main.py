@@ -51,6 +51,8 @@ def main() -> None:
         # The gateway logs one JSON line per request itself, with more in it than uvicorn's.
         access_log=False,
         log_config=None,
+        # Nothing here reads X-Forwarded-*; skipping uvicorn's middleware for it saves a layer.
+        proxy_headers=False,
         # One process: the upload memory budget, the fleet view, the breakers and the metrics are
         # all per process; several workers would each keep their own (and split the metrics).
         workers=1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
 import time
@@ -22,6 +24,7 @@ __all__ = ["GatewayMetrics", "JsonLogFormatter", "ObservedRequests", "RequestFac
 
 access_logger = logging.getLogger("gateway.access")
 REQUEST_ID_HEADER = "x-request-id"
+CLIENT_CLOSED_REQUEST = 499
 _MAX_REQUEST_ID_LENGTH = 128
 # Fields a log record may carry in ``extra`` that belong in the JSON line.
 _LOG_FIELDS = (
@@ -50,6 +53,10 @@ class RequestFacts:
         self.object_id: str | None = None
         self.node: str | None = None
         self.node_failed = False
+        # Set by routes that Litestar does not template (the object routes are a mount).
+        self.route: str | None = None
+        # The client went away (or stopped reading) before the whole answer was sent.
+        self.client_closed = False
 
     @classmethod
     def of(cls, state: MutableMapping[str, Any]) -> RequestFacts | None:
@@ -94,16 +101,33 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(_FleetCollector(fleet, breakers))
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
-    def observe(self, scope: Scope, status: int, started: float, sent: int, received: int) -> None:
-        route = str(scope.get("path_template") or "unmatched")
+    def observe(
+        self,
+        scope: Scope,
+        *,
+        facts: RequestFacts,
+        status: int,
+        duration: float,
+        sent: int,
+        received: int,
+    ) -> None:
+        route = facts.route or str(scope.get("path_template") or "unmatched")
         method = str(scope.get("method", ""))
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(time.perf_counter() - started)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and builds its key on every call; a request need not.
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(duration)
         self.bytes_in.inc(received)
         self.bytes_out.inc(sent)
-        facts = RequestFacts.of(scope.get("state", {}))
-        if facts is not None and facts.node is not None:
+        if facts.node is not None:
             self.node_requests.labels(facts.node).inc()
             if facts.node_failed:
                 self.node_errors.labels(facts.node).inc()
@@ -154,13 +178,16 @@ class ObservedRequests:
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self._app = app
         self._metrics = metrics
+        # Unique without a uuid4 per request: a random prefix per process, then a counter.
+        prefix = uuid.uuid4().hex[:16]
+        self._request_ids = (f"{prefix}{number:016x}" for number in itertools.count(1))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _request_id_of(scope) or uuid.uuid4().hex
+        request_id = _request_id_of(scope) or next(self._request_ids)
         facts = RequestFacts(request_id)
         scope["state"][RequestFacts.KEY] = facts
         status = 500
@@ -187,7 +214,18 @@ class ObservedRequests:
         try:
             await self._app(scope, counting_receive, tagging_send)  # type: ignore[arg-type]
         finally:
-            self._metrics.observe(scope, status, started, sent, received)
+            duration = time.perf_counter() - started
+            # nginx's convention: 499 when the client closed before the answer was complete.
+            if facts.client_closed:
+                status = CLIENT_CLOSED_REQUEST
+            self._metrics.observe(
+                scope,
+                facts=facts,
+                status=status,
+                duration=duration,
+                sent=sent,
+                received=received,
+            )
             access_logger.info(
                 "%s %s %s",
                 scope.get("method"),
@@ -202,7 +240,7 @@ class ObservedRequests:
                     "status": status,
                     "bytes_in": received,
                     "bytes_out": sent,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "duration_ms": round(duration * 1000, 3),
                 },
             )
 
@@ -217,12 +255,18 @@ def _request_id_of(scope: Scope) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4)
+def _local_time(second: int) -> str:
+    # Formatted once a second, not once a line.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
+
+
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per line; request fields passed in ``extra`` become keys."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": _local_time(int(record.created)),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -5,6 +5,8 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from domain.hash_ring import DEFAULT_VIRTUAL_NODES
+
 __all__ = ["ENV_PREFIX", "Settings"]
 
 ENV_PREFIX = "GATEWAY_"
@@ -31,23 +33,27 @@ class Settings:
     # Readiness fails when discovery has not succeeded for this long (the gateway keeps serving).
     discovery_stale_after_seconds: float = 60.0
     docker_timeout_seconds: float = 5.0
-    virtual_nodes: int = 200
-    node_connect_timeout_seconds: float = 2.0
-    node_read_timeout_seconds: float = 30.0
-    node_retries: int = 2
+    virtual_nodes: int = DEFAULT_VIRTUAL_NODES
+    node_connect_timeout_seconds: float = 1.0
+    # From a request (or the end of an upload's body) to the node's first byte of its answer.
+    node_first_byte_timeout_seconds: float = 5.0
+    # The longest a streaming body may go without the node sending or accepting a byte.
+    node_idle_timeout_seconds: float = 30.0
+    # Requests one node may have in flight; beyond it, that node's requests get 503 at once.
+    node_max_in_flight: int = 64
     # Consecutive connection failures that make a node "rest": its IDs then fail at once (503) ...
     breaker_failure_threshold: int = 3
     # ... for this long, after which one request probes it again.
     breaker_cooldown_seconds: float = 5.0
-    # Threads that run the blocking S3 SDK; each in-flight upload holds one for its whole duration.
-    io_threads: int = 32
-    # Memory that all in-flight uploads together may buffer; further uploads wait (backpressure).
+    # Memory that multipart parts (uploads of unknown length) may hold together; more wait.
     upload_buffer_bytes: int = 16 * MiB
     part_size_bytes: int = 5 * MiB
     download_chunk_bytes: int = 256 * 1024
     # Largest accepted PUT body; unset means unlimited.
     max_body_bytes: int | None = None
+    # How long a client may leave an upload without sending, or a download without reading.
     body_read_timeout_seconds: float = 60.0
+    body_send_timeout_seconds: float = 60.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:

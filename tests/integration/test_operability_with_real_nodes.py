@@ -70,9 +70,8 @@ def test_a_node_that_stops_answering_fails_fast_once_its_breaker_opens(
 ) -> None:
     server = GatewayServer.for_marker(
         run_marker,
-        node_read_timeout_seconds=0.5,
+        node_first_byte_timeout_seconds=0.5,
         node_connect_timeout_seconds=0.5,
-        node_retries=0,
         breaker_failure_threshold=2,
         breaker_cooldown_seconds=1.0,
     )

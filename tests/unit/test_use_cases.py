@@ -4,8 +4,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from application.fleet import Fleet
+from application.node_access import NodeAccess
 from application.use_cases import GetObject, PutObject
 from domain.circuit_breaker import NodeBreakers
+from domain.in_flight import InFlightLimits
 from domain.errors import (
     IncompleteBody,
     InvalidObjectId,
@@ -30,8 +32,10 @@ class Gateway:
         self.storage = InMemoryObjectStorage()
         self.fleet = Fleet(self.discovery, virtual_nodes=64)
         self.breakers = NodeBreakers(failure_threshold=2, cooldown_seconds=60)
-        self.put = PutObject(self.fleet, self.storage, self.breakers)
-        self.get = GetObject(self.fleet, self.storage, self.breakers)
+        self.limits = InFlightLimits(max_per_node=4)
+        access = NodeAccess(self.breakers, self.limits)
+        self.put = PutObject(self.fleet, self.storage, access)
+        self.get = GetObject(self.fleet, self.storage, access)
 
     async def read(self, raw_id: str) -> bytes:
         retrieved = await self.get(raw_id)

@@ -1,0 +1,185 @@
+"""The OpenAPI description of the object routes, which Litestar cannot derive from a mount."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIFormat,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    PathItem,
+    Reference,
+    RequestBody,
+    Schema,
+)
+
+from domain.object_id import MAX_OBJECT_ID_LENGTH
+from entrypoints.object_api import MAX_CONTENT_TYPE_LENGTH, OBJECT_ROUTE
+
+__all__ = ["OBJECT_ID_PATTERN", "document_object_routes"]
+
+OBJECT_ID_PATTERN = f"^[A-Za-z0-9]{{1,{MAX_OBJECT_ID_LENGTH}}}$"
+_ERROR = "ErrorBody"
+_BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+_STORED = "StoredBody"
+
+
+def document_object_routes(app: Litestar) -> None:
+    """Add ``/object/{object_id}`` to the app's schema (built now, once, and cached by Litestar)."""
+    openapi: OpenAPI = app.openapi_schema
+    components = openapi.components
+    if isinstance(components, list):  # pragma: no cover - Litestar merges them when building
+        components = openapi.components = Components()
+    schemas = components.schemas = dict(components.schemas or {})
+    schemas[_ERROR] = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["error", "detail"],
+        properties={
+            "error": Schema(type=OpenAPIType.STRING, description="A stable machine-readable code."),
+            "detail": Schema(type=OpenAPIType.STRING, description="What went wrong, for people."),
+        },
+    )
+    schemas[_STORED] = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["id", "size", "etag"],
+        properties={
+            "id": Schema(type=OpenAPIType.STRING),
+            "size": Schema(type=OpenAPIType.INTEGER, minimum=0),
+            "etag": Schema(type=OpenAPIType.STRING),
+        },
+    )
+    paths = openapi.paths = dict(openapi.paths or {})
+    paths[OBJECT_ROUTE] = _object_path_item()
+
+
+def _error(description: str) -> OpenAPIResponse:
+    return OpenAPIResponse(
+        description=description,
+        content={
+            "application/json": OpenAPIMediaType(schema=Reference(f"#/components/schemas/{_ERROR}"))
+        },
+    )
+
+
+def _ref(component: str) -> Reference:
+    return Reference(f"#/components/schemas/{component}")
+
+
+def _header(description: str, type_: OpenAPIType = OpenAPIType.STRING) -> OpenAPIHeader:
+    return OpenAPIHeader(description=description, schema=Schema(type=type_))
+
+
+_INVALID = _error(
+    "The ID is not 1 to 32 ASCII letters and digits (invalid_object_id), or another part of the "
+    "request is malformed (invalid_request)."
+)
+_UNAVAILABLE = _error(
+    "The ID's node is down, unreachable, resting or at its cap of requests in flight "
+    "(node_unavailable), no node is known (no_nodes_available), or the Docker daemon cannot be "
+    "reached (discovery_unavailable). Carries Retry-After."
+)
+_OBJECT_HEADERS: dict[str, OpenAPIHeader | Reference] = {
+    "Content-Length": _header("The object's size in bytes.", OpenAPIType.INTEGER),
+    "ETag": _header("The object's entity tag, quoted."),
+    "Last-Modified": _header("When the object was stored."),
+}
+
+
+def _object_path_item() -> PathItem:
+    found = OpenAPIResponse(
+        description="The object's bytes, with the Content-Type given when it was stored.",
+        headers=_OBJECT_HEADERS,
+        content={
+            "application/octet-stream": OpenAPIMediaType(schema=_BINARY),
+            "*/*": OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+            ),
+        },
+    )
+    stored = OpenAPIMediaType(schema=_ref(_STORED))
+    not_found = _error("Nothing is stored under this ID (object_not_found).")
+    return PathItem(
+        parameters=[
+            Parameter(
+                name="object_id",
+                param_in="path",
+                required=True,
+                description="1 to 32 ASCII letters and digits.",
+                schema=Schema(
+                    type=OpenAPIType.STRING,
+                    pattern=OBJECT_ID_PATTERN,
+                    min_length=1,
+                    max_length=MAX_OBJECT_ID_LENGTH,
+                ),
+            )
+        ],
+        get=Operation(
+            summary="Read an object",
+            operation_id="GetObject",
+            description="Streams the object back from the node that owns its ID.",
+            responses={"200": found, "400": _INVALID, "404": not_found, "503": _UNAVAILABLE},
+        ),
+        head=Operation(
+            summary="Read an object's headers",
+            operation_id="HeadObject",
+            description="GET's status and headers, without the body.",
+            responses={
+                "200": OpenAPIResponse(description="The object exists.", headers=_OBJECT_HEADERS),
+                "400": OpenAPIResponse(description="Invalid ID."),
+                "404": OpenAPIResponse(description="Nothing is stored under this ID."),
+                "503": OpenAPIResponse(description="The ID's node cannot be asked."),
+            },
+        ),
+        put=Operation(
+            summary="Store an object",
+            operation_id="PutObject",
+            description=(
+                "Streams the body to the node that owns the ID, replacing any object stored under "
+                "it. The Content-Type given (a media type of at most "
+                f"{MAX_CONTENT_TYPE_LENGTH} characters) is stored and returned by GET. Writes are "
+                "atomic: a failed or interrupted upload leaves the previous object as it was."
+            ),
+            request_body=RequestBody(
+                required=True,
+                content={
+                    "*/*": OpenAPIMediaType(
+                        schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                    )
+                },
+            ),
+            responses={
+                "201": OpenAPIResponse(
+                    description="A new object was stored.",
+                    headers={"ETag": _OBJECT_HEADERS["ETag"]},
+                    content={"application/json": stored},
+                ),
+                "200": OpenAPIResponse(
+                    description="An existing object was replaced.",
+                    headers={"ETag": _OBJECT_HEADERS["ETag"]},
+                    content={"application/json": stored},
+                ),
+                "400": _error(
+                    "Invalid ID (invalid_object_id), a malformed Content-Type or Content-Length "
+                    "(invalid_request), or a body that ended early or stalled (incomplete_body)."
+                ),
+                "413": _error("The body exceeds GATEWAY_MAX_BODY_BYTES (body_too_large)."),
+                "503": _UNAVAILABLE,
+            },
+        ),
+        options=Operation(
+            summary="The methods of an object",
+            operation_id="ObjectOptions",
+            responses={
+                "204": OpenAPIResponse(
+                    description="No body; Allow lists the methods.",
+                    headers={"Allow": _header("The methods this path accepts.")},
+                )
+            },
+        ),
+    )
