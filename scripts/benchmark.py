@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
-"""Measures the gateway against its own nodes and prints the figures.
+"""Measures the gateway against nginx's consistent-hash proxy and a node itself, in one run.
 
-Starts three nodes (MINIO_IMAGE, default the pinned MinIO release) and the gateway (a subprocess on
-a loopback port), then:
-  (a) throughput with wrk: 1 KiB PUT and GET in requests/s, 16 MiB PUT and GET in MB/s, through
-      the gateway and directly to one node (presigned URLs, so the same client speaks to both),
-      at the same concurrency; each run repeated, the median quoted, with the gateway/direct ratio;
-  (b) the gateway's peak RSS while 8 concurrent 256 MiB uploads stream through a fresh gateway.
+Starts three nodes (MINIO_IMAGE, default the pinned MinIO release) that also accept anonymous
+requests (nginx cannot sign: the stand-in gets STANDIN_ANONYMOUS=1, MinIO a public bucket policy),
+then prints:
+  (a) throughput with wrk through the gateway (its default settings, access log on), through nginx
+      (one worker, `hash $object_id consistent`, keepalive 64, no request buffering, no access log)
+      over the same three nodes, and directly to one node: 1 KiB PUT of new IDs, 1 KiB PUT over
+      existing IDs and 1 KiB GET at 32 connections, 16 MiB PUT and GET at 8 connections; the sides
+      take turns, each run is repeated, the median is quoted with gateway/nginx and gateway/direct;
+  (b) the gateway's peak RSS (sampled from /proc) while 16 clients upload 128 MiB each with a
+      Content-Length, each abandoning a send that stalls for 5 s (urllib3's connect timeout, which
+      it also applies while sending), and while 8 clients upload 256 MiB each chunked (curl);
+  (c) with one node frozen (SIGSTOP) and 40 clients reading its IDs: the p99 and max of round trips
+      (PUT then GET) to IDs on the other nodes, and how the frozen node's requests were answered.
 All traffic goes to loopback or to the containers this script started; every loop is bounded.
 
-Usage: .venv/bin/python scripts/benchmark.py [--runs 3] [--seconds 5]
-Needs: a Docker daemon, wrk and curl on PATH.
+Usage: .venv/bin/python scripts/benchmark.py [--runs 3] [--seconds 5] [--skip-...]
+Needs: a Docker daemon, wrk, curl and nginx (Debian's nginx-light) on PATH.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -27,12 +36,16 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
-from datetime import timedelta
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
+import urllib3
 from minio import Minio
 
 MINIO_IMAGE = os.environ.get("MINIO_IMAGE") or "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
@@ -45,16 +58,22 @@ WRK_SCRIPT = """
 local paths = {}
 for line in io.lines("%(paths)s") do paths[#paths + 1] = line end
 local body = %(body)s
+local fresh = %(fresh)s
 local counter = 0
 -- Each wrk thread starts at another place in the list, so they rarely write one key at once.
 local threads_set_up = 0
 setup = function(thread)
   thread:set("offset", threads_set_up * 7919)
+  thread:set("thread_id", threads_set_up)
   threads_set_up = threads_set_up + 1
 end
 init = function(args) counter = offset end
 request = function()
   counter = counter + 1
+  if fresh then
+    -- A new ID every time: PUTs that create objects, never replace them.
+    return wrk.format("%(method)s", paths[1] .. "t" .. thread_id .. "n" .. counter, nil, body)
+  end
   return wrk.format("%(method)s", paths[(counter %% #paths) + 1], nil, body)
 end
 """
@@ -66,16 +85,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(Exception):
             if condition():
                 return
-        except Exception:
-            pass
         time.sleep(0.2)
     raise SystemExit(f"timed out waiting for {what}")
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
 
 
 class Nodes:
@@ -90,7 +117,11 @@ class Nodes:
                     MINIO_IMAGE,
                     "server /data",
                     name=f"{marker}-{index}",
-                    environment={"MINIO_ROOT_USER": access, "MINIO_ROOT_PASSWORD": secret},
+                    environment={
+                        "MINIO_ROOT_USER": access,
+                        "MINIO_ROOT_PASSWORD": secret,
+                        "STANDIN_ANONYMOUS": "1",
+                    },
                     labels={LABEL: "1"},
                     detach=True,
                 )
@@ -99,6 +130,27 @@ class Nodes:
             container.reload()
         for index in range(3):
             wait_for(lambda i=index: self.client(i).list_buckets() is not None, 30, "a node")
+            self._open_bucket(index)
+
+    def _open_bucket(self, index: int) -> None:
+        client = self.client(index)
+        if not client.bucket_exists(BUCKET):
+            client.make_bucket(BUCKET)
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": ["*"]},
+                    "Action": ["s3:GetObject", "s3:PutObject"],
+                    "Resource": [f"arn:aws:s3:::{BUCKET}/*"],
+                }
+            ],
+        }
+        # MinIO: anonymous requests through a public policy. The stand-in has no policies and
+        # accepts them anyway (STANDIN_ANONYMOUS).
+        with contextlib.suppress(Exception):
+            client.set_bucket_policy(BUCKET, json.dumps(policy))
 
     def ip(self, index: int) -> str:
         networks = self.containers[index].attrs["NetworkSettings"]["Networks"]
@@ -108,46 +160,39 @@ class Nodes:
         access, secret = self.keys[index]
         return Minio(f"{self.ip(index)}:9000", access, secret, secure=False, region="us-east-1")
 
+    def pid(self, index: int) -> int:
+        self.containers[index].reload()
+        return int(self.containers[index].attrs["State"]["Pid"])
+
     def remove(self) -> None:
         for container in self.containers:
             container.remove(force=True, v=True)
 
 
 class Gateway:
-    def __init__(self, marker: str) -> None:
+    """The gateway as a user runs it (default settings), on a loopback port."""
+
+    def __init__(self, marker: str, workdir: Path, **settings: str) -> None:
         self.port = free_port()
         env = dict(
             os.environ,
             GATEWAY_HOST="127.0.0.1",
             GATEWAY_PORT=str(self.port),
             GATEWAY_NODE_NAME_MARKER=marker,
-            GATEWAY_LOG_LEVEL="WARNING",
+            **settings,
         )
-        self.process = subprocess.Popen([str(GATEWAY)], env=env)
+        # Its access log (one line per request) goes to a file, as `docker logs` would keep it.
+        self.log = (workdir / f"gateway-{self.port}.log").open("wb")
+        self.process = subprocess.Popen([str(GATEWAY)], env=env, stderr=self.log)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(
-            lambda: urllib.request.urlopen(f"{self.url}/health/live").status == 200,
+            lambda: urllib.request.urlopen(f"{self.url}/health/ready").status == 200,
             30,
             "the gateway",
         )
 
     def rss_kib(self) -> int:
-        total = 0
-        for pid in [self.process.pid, *self._children()]:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except FileNotFoundError:
-                pass
-        return total
-
-    def _children(self) -> list[int]:
-        try:
-            text = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
-        except FileNotFoundError:
-            return []
-        return [int(pid) for pid in text.split()]
+        return rss_kib([self.process.pid])
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -155,9 +200,60 @@ class Gateway:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.log.close()
 
 
-def wrk(  # noqa: PLR0917 - a thin wrapper of wrk's own options
+class Nginx:
+    """nginx with one worker: the consistent-hash proxy a user would put there instead."""
+
+    def __init__(self, nodes: Nodes, workdir: Path) -> None:
+        self.port = free_port()
+        root = workdir / "nginx"
+        root.mkdir()
+        servers = "\n".join(f"    server {nodes.ip(i)}:9000;" for i in range(3))
+        (root / "nginx.conf").write_text(f"""
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/body;
+  proxy_temp_path {root}/proxy;
+  upstream nodes {{
+    hash $object_id consistent;
+{servers}
+    keepalive 64;
+  }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    client_max_body_size 0;
+    location ~ "^/object/(?<object_id>[A-Za-z0-9]{{1,32}})$" {{
+      proxy_pass http://nodes/{BUCKET}/$object_id;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_request_buffering off;
+      proxy_buffering off;
+    }}
+  }}
+}}
+""")
+        self.process = subprocess.Popen(["nginx", "-c", str(root / "nginx.conf")])
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(
+            lambda: socket.create_connection(("127.0.0.1", self.port)).close() is None, 10, "nginx"
+        )
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGQUIT)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def wrk(
     url: str,
     paths: list[str],
     method: str,
@@ -165,13 +261,17 @@ def wrk(  # noqa: PLR0917 - a thin wrapper of wrk's own options
     connections: int,
     seconds: int,
     workdir: Path,
+    fresh: bool = False,
 ) -> tuple[float, int]:
     """Requests per second and the count of failed responses of one wrk run."""
     paths_file = workdir / f"paths-{uuid.uuid4().hex}.txt"
     paths_file.write_text("\n".join(paths) + "\n")
     script = workdir / f"script-{uuid.uuid4().hex}.lua"
     body = f'string.rep("x", {body_size})' if body_size else "nil"
-    script.write_text(WRK_SCRIPT % {"paths": paths_file, "body": body, "method": method})
+    script.write_text(
+        WRK_SCRIPT
+        % {"paths": paths_file, "body": body, "method": method, "fresh": str(fresh).lower()}
+    )
     output = subprocess.run(
         [
             "wrk",
@@ -196,113 +296,279 @@ def wrk(  # noqa: PLR0917 - a thin wrapper of wrk's own options
     return rate, failed
 
 
-def throughput(gateway: Gateway, nodes: Nodes, runs: int, seconds: int, workdir: Path) -> None:
-    direct = nodes.client(0)
-    if not direct.bucket_exists(BUCKET):
-        direct.make_bucket(BUCKET)
+def throughput(
+    gateway: Gateway, nginx: Nginx, nodes: Nodes, runs: int, seconds: int, workdir: Path
+) -> None:
     direct_base = f"http://{nodes.ip(0)}:9000"
-    print(f"\n(a) throughput, wrk, median of {runs} runs of {seconds} s each")
-    print(f"{'workload':<22}{'gateway':>14}{'direct':>14}{'ratio':>8}   non-2xx gateway/direct")
-    for label, size, count, connections in (("1 KiB", KiB, 1000, 16), ("16 MiB", 16 * MiB, 8, 4)):
-        ids = [f"bench{size}x{i}" for i in range(count)]
-        gateway_paths = [f"/object/{i}" for i in ids]
-        expiry = timedelta(hours=2)
-        for method in ("PUT", "GET"):
-            sign = direct.presigned_put_object if method == "PUT" else direct.presigned_get_object
-            direct_paths = [sign(BUCKET, i, expires=expiry).removeprefix(direct_base) for i in ids]
-            results: dict[str, list[float]] = {"gateway": [], "direct": []}
-            failures = {"gateway": 0, "direct": 0}
-            for _ in range(runs):
-                for side, base, paths in (
-                    ("gateway", gateway.url, gateway_paths),
-                    ("direct", direct_base, direct_paths),
-                ):
-                    rate, failed = wrk(
-                        base,
-                        paths,
-                        method,
-                        size if method == "PUT" else 0,
-                        connections,
-                        seconds,
-                        workdir,
-                    )
-                    results[side].append(rate)
-                    failures[side] += failed
-            gateway_rate = statistics.median(results["gateway"])
-            direct_rate = statistics.median(results["direct"])
-            if size >= MiB:
-                unit = "MB/s"
-                shown = (gateway_rate * size / 1e6, direct_rate * size / 1e6)
-            else:
-                unit = "req/s"
-                shown = (gateway_rate, direct_rate)
-            print(
-                f"{method + ' ' + label + ' (' + unit + ')':<22}{shown[0]:>14.1f}{shown[1]:>14.1f}"
-                f"{gateway_rate / direct_rate:>8.2f}   {failures['gateway']}/{failures['direct']}"
-            )
+    sides = {
+        "gateway": (gateway.url, "/object/"),
+        "nginx": (nginx.url, "/object/"),
+        "direct": (direct_base, f"/{BUCKET}/"),
+    }
+    print(f"\n(a) throughput, wrk, median of {runs} runs of {seconds} s each, sides taking turns")
+    print(
+        f"{'workload':<34}{'gateway':>10}{'nginx':>10}{'direct':>10}"
+        f"{'gw/nginx':>10}{'gw/direct':>10}   non-2xx gateway/nginx/direct"
+    )
+    run_tag = uuid.uuid4().hex[:6]
+    # Each side writes the objects it reads through itself: nginx's hash places IDs elsewhere
+    # than the gateway's ring, and the direct side has one node only.
+    for size, count in ((KiB, 1000), (16 * MiB, 16)):
+        for base, prefix in sides.values():
+            seed_objects(f"{base}{prefix}", [f"b{size}x{i}" for i in range(count)], size)
+    workloads = (
+        ("PUT 1 KiB, new IDs", "PUT", KiB, 1000, 32, True),
+        ("PUT 1 KiB, over existing IDs", "PUT", KiB, 1000, 32, False),
+        ("GET 1 KiB", "GET", 0, 1000, 32, False),
+        ("PUT 16 MiB", "PUT", 16 * MiB, 16, 8, False),
+        ("GET 16 MiB", "GET", 0, 16, 8, False),
+    )
+    for label, method, body_size, count, connections, fresh in workloads:
+        size = body_size or (16 * MiB if "16 MiB" in label else KiB)
+        results: dict[str, list[float]] = {side: [] for side in sides}
+        failures: Counter[str] = Counter()
+        for run in range(runs):
+            for side, (base, prefix) in sides.items():
+                if fresh:
+                    paths = [f"{prefix}new{run_tag}r{run}{side[0]}"]
+                else:
+                    paths = [f"{prefix}b{size}x{i}" for i in range(count)]
+                rate, failed = wrk(
+                    base, paths, method, body_size, connections, seconds, workdir, fresh=fresh
+                )
+                results[side].append(rate)
+                failures[side] += failed
+        medians = {side: statistics.median(rates) for side, rates in results.items()}
+        if size >= MiB:
+            unit, scale = "MB/s", size / 1e6
+        else:
+            unit, scale = "req/s", 1.0
+        shown = [medians[side] * scale for side in sides]
+        print(
+            f"{label + ' (' + unit + ')':<34}"
+            + "".join(f"{value:>10.0f}" for value in shown)
+            + f"{medians['gateway'] / medians['nginx']:>10.2f}"
+            + f"{medians['gateway'] / medians['direct']:>10.2f}"
+            + f"   {failures['gateway']}/{failures['nginx']}/{failures['direct']}"
+        )
 
 
-def memory(marker: str, workdir: Path, uploads: int, size: int) -> None:
-    source = workdir / "upload.bin"
+def seed_objects(base: str, ids: list[str], size: int) -> None:
+    """Write the objects the GET and overwrite workloads use, through the given base URL."""
+    http = urllib3.PoolManager(maxsize=8)
+    body = b"x" * size
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(
+            pool.map(lambda i: http.request("PUT", f"{base}{i}", body=body).status, ids)
+        )
+    assert all(200 <= status < 300 for status in statuses), Counter(statuses)
+
+
+@contextlib.contextmanager
+def peak_rss(pids: Callable[[], list[int]]) -> Iterator[dict[str, int]]:
+    figures = {"idle": rss_kib(pids()), "peak": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            figures["peak"] = max(figures["peak"], rss_kib(pids()))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield figures
+    finally:
+        done.set()
+        sampler.join()
+
+
+def source_file(workdir: Path, size: int) -> tuple[Path, bytes]:
+    path = workdir / f"upload-{size}.bin"
     digest = hashlib.sha256()
-    with source.open("wb") as out:
+    with path.open("wb") as out:
         for _ in range(size // MiB):
             chunk = os.urandom(MiB)
             digest.update(chunk)
             out.write(chunk)
-    gateway = Gateway(marker)
+    return path, digest.digest()
+
+
+def read_back_intact(url: str, digest: bytes) -> bool:
+    check = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=600) as response:
+        while chunk := response.read(MiB):
+            check.update(chunk)
+    return check.digest() == digest
+
+
+def memory_with_content_length(marker: str, workdir: Path, uploads: int, size: int) -> None:
+    source, digest = source_file(workdir, size)
+    gateway = Gateway(marker, workdir)
     try:
-        idle = gateway.rss_kib()
-        peak = idle
-        done = threading.Event()
+        # urllib3 applies the connect timeout to each send as well: a send that stalls for 5 s
+        # (the gateway not reading) abandons the upload, as an impatient client would.
+        http = urllib3.PoolManager(
+            maxsize=uploads, timeout=urllib3.Timeout(connect=5, read=600), retries=False
+        )
 
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, gateway.rss_kib())
-                time.sleep(0.02)
+        def upload(index: int) -> str:
+            try:
+                with source.open("rb") as body:
+                    response = http.request(
+                        "PUT",
+                        f"{gateway.url}/object/cl{index}",
+                        body=body,
+                        headers={"Content-Length": str(size)},
+                        preload_content=True,
+                    )
+                return str(response.status)
+            except urllib3.exceptions.HTTPError as exc:
+                return f"abandoned ({type(exc).__name__})"
 
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        started = time.monotonic()
-        curls = [
-            subprocess.Popen(
-                [
-                    "curl",
-                    "-sS",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--max-time",
-                    "600",
-                    "-T",
-                    str(source),
-                    f"{gateway.url}/object/memory{i}",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for i in range(uploads)
-        ]
-        statuses = [curl.communicate(timeout=700)[0] for curl in curls]
-        elapsed = time.monotonic() - started
-        done.set()
-        sampler.join()
-        with urllib.request.urlopen(f"{gateway.url}/object/memory0", timeout=600) as response:
-            check = hashlib.sha256()
-            while chunk := response.read(MiB):
-                check.update(chunk)
-        intact = check.digest() == digest.digest()
-        print(f"\n(b) memory: {uploads} concurrent uploads of {size // MiB} MiB (curl -T)")
+        with peak_rss(lambda: [gateway.process.pid]) as figures:
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=uploads) as pool:
+                statuses = list(pool.map(upload, range(uploads)))
+            elapsed = time.monotonic() - started
+        intact = read_back_intact(f"{gateway.url}/object/cl0", digest)
         print(
-            f"statuses: {sorted(set(statuses))}; {uploads * size / MiB / elapsed:.0f} MiB/s "
-            f"in all; object read back intact: {intact}"
+            f"\n(b1) memory: {uploads} concurrent uploads of {size // MiB} MiB with Content-Length "
+            "(urllib3, 5 s send timeout)"
         )
         print(
-            f"gateway RSS idle: {idle / 1024:.0f} MiB; peak during the uploads: "
-            f"{peak / 1024:.0f} MiB (target <= 150 MiB)"
+            f"statuses: {dict(Counter(statuses))}; {uploads * size / MiB / elapsed:.0f} MiB/s in "
+            f"all; read back intact: {intact}"
         )
+        print(
+            f"gateway RSS idle {figures['idle'] / 1024:.0f} MiB, peak {figures['peak'] / 1024:.0f}"
+            " MiB (target <= 120 MiB)"
+        )
+    finally:
+        gateway.stop()
+        source.unlink()
+
+
+def memory_chunked(marker: str, workdir: Path, uploads: int, size: int) -> None:
+    source, digest = source_file(workdir, size)
+    gateway = Gateway(marker, workdir)
+    try:
+        with peak_rss(lambda: [gateway.process.pid]) as figures:
+            started = time.monotonic()
+            curls = [
+                subprocess.Popen(
+                    [
+                        "curl",
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "--max-time",
+                        "600",
+                        "-H",
+                        "Transfer-Encoding: chunked",
+                        "-T",
+                        str(source),
+                        f"{gateway.url}/object/chunked{i}",
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for i in range(uploads)
+            ]
+            statuses = [curl.communicate(timeout=700)[0] for curl in curls]
+            elapsed = time.monotonic() - started
+        intact = read_back_intact(f"{gateway.url}/object/chunked0", digest)
+        print(f"\n(b2) memory: {uploads} concurrent chunked uploads of {size // MiB} MiB (curl)")
+        print(
+            f"statuses: {dict(Counter(statuses))}; {uploads * size / MiB / elapsed:.0f} MiB/s in "
+            f"all; read back intact: {intact}"
+        )
+        print(
+            f"gateway RSS idle {figures['idle'] / 1024:.0f} MiB, peak {figures['peak'] / 1024:.0f}"
+            " MiB (target <= 150 MiB)"
+        )
+    finally:
+        gateway.stop()
+        source.unlink()
+
+
+def owner_ids(gateway: Gateway, nodes: Nodes, count: int) -> dict[int, list[str]]:
+    """IDs written through the gateway, grouped by the node that holds them."""
+    ids = [f"frozen{i}" for i in range(count)]
+    seed_objects(f"{gateway.url}/object/", ids, KiB)
+    by_node: dict[int, list[str]] = {}
+    for index in range(3):
+        held = {
+            obj.object_name for obj in nodes.client(index).list_objects(BUCKET, prefix="frozen")
+        }
+        by_node[index] = [i for i in ids if i in held]
+    return by_node
+
+
+def frozen_node(marker: str, nodes: Nodes, workdir: Path, seconds: float) -> None:
+    gateway = Gateway(marker, workdir)
+    try:
+        by_node = owner_ids(gateway, nodes, 300)
+        frozen_ids, healthy_ids = by_node[0], by_node[1] + by_node[2]
+        pid = nodes.pid(0)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            stop_at = time.monotonic() + seconds
+            outcomes: Counter[str] = Counter()
+            lock = threading.Lock()
+
+            def hammer(worker: int) -> None:
+                n = 0
+                while time.monotonic() < stop_at:
+                    object_id = frozen_ids[(worker + n) % len(frozen_ids)]
+                    n += 1
+                    try:
+                        with urllib.request.urlopen(
+                            f"{gateway.url}/object/{object_id}", timeout=30
+                        ) as response:
+                            outcome = str(response.status)
+                    except urllib.error.HTTPError as exc:
+                        outcome = str(exc.code)
+                    except OSError:
+                        outcome = "no answer within 30 s"
+                    with lock:
+                        outcomes[outcome] += 1
+
+            latencies: list[float] = []
+
+            def measure() -> None:
+                n = 0
+                body = b"y" * KiB
+                while time.monotonic() < stop_at:
+                    object_id = healthy_ids[n % len(healthy_ids)]
+                    n += 1
+                    started = time.perf_counter()
+                    put = urllib.request.Request(
+                        f"{gateway.url}/object/{object_id}", data=body, method="PUT"
+                    )
+                    with urllib.request.urlopen(put, timeout=60):
+                        pass
+                    with urllib.request.urlopen(f"{gateway.url}/object/{object_id}", timeout=60):
+                        pass
+                    latencies.append(time.perf_counter() - started)
+
+            with ThreadPoolExecutor(max_workers=41) as pool:
+                futures = [pool.submit(hammer, worker) for worker in range(40)]
+                measured = pool.submit(measure)
+                for future in [*futures, measured]:
+                    future.result(timeout=seconds + 120)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        latencies.sort()
+        p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+        print(f"\n(c) one node frozen (SIGSTOP) for {seconds:g} s, 40 clients reading its IDs")
+        print(
+            f"healthy round trips (PUT + GET 1 KiB): {len(latencies)}, p99 {p99 * 1000:.1f} ms, "
+            f"max {latencies[-1] * 1000:.1f} ms (target: max under 1000 ms)"
+        )
+        print(f"frozen node's requests: {dict(outcomes)}")
     finally:
         gateway.stop()
 
@@ -313,27 +579,34 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-frozen", action="store_true")
     args = parser.parse_args()
-    for tool in ("wrk", "curl"):
+    for tool in ("wrk", "curl", "nginx"):
         if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is needed (apt-get install {tool})")
+            raise SystemExit(f"{tool} is needed (apt-get install wrk curl nginx-light)")
     client = docker.from_env()
     marker = f"amazin-object-storage-node-bench{uuid.uuid4().hex[:8]}"
-    print(f"nodes: 3 x {MINIO_IMAGE}; gateway: {GATEWAY}")
+    print(f"nodes: 3 x {MINIO_IMAGE}; gateway: {GATEWAY}; nginx: {shutil.which('nginx')}")
     nodes = Nodes(client, marker)
     try:
-        with tempfile.TemporaryDirectory() as workdir:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
             if not args.skip_throughput:
-                gateway = Gateway(marker)
+                gateway = Gateway(marker, workdir)
+                nginx = Nginx(nodes, workdir)
                 try:
-                    throughput(gateway, nodes, args.runs, args.seconds, Path(workdir))
+                    throughput(gateway, nginx, nodes, args.runs, args.seconds, workdir)
                     print(
                         f"gateway RSS after the throughput runs: {gateway.rss_kib() / 1024:.0f} MiB"
                     )
                 finally:
+                    nginx.stop()
                     gateway.stop()
             if not args.skip_memory:
-                memory(marker, Path(workdir), uploads=8, size=256 * MiB)
+                memory_with_content_length(marker, workdir, uploads=16, size=128 * MiB)
+                memory_chunked(marker, workdir, uploads=8, size=256 * MiB)
+            if not args.skip_frozen:
+                frozen_node(marker, nodes, workdir, seconds=15)
     finally:
         nodes.remove()
         client.close()

@@ -7,7 +7,13 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from domain.errors import DiscoveryUnavailable, IncompleteBody, NodeUnreachable, ObjectNotFound
+from domain.errors import (
+    DiscoveryUnavailable,
+    GatewayError,
+    IncompleteBody,
+    NodeUnreachable,
+    ObjectNotFound,
+)
 from domain.node import Credentials, Node, NodeState
 from domain.object_id import ObjectId
 from domain.ports import ObjectInfo, StoredObject
@@ -93,9 +99,17 @@ class InMemoryObjectStorage:
     objects: dict[tuple[str, str], _Stored] = field(default_factory=dict)
     unreachable_nodes: set[str] = field(default_factory=set)
     open_reads: int = 0
+    # When set, HEAD waits for it: lets a test hold the existence check of a PUT.
+    head_released: asyncio.Event | None = None
+    # When set, writes fail as if the node refused something in the request.
+    refuse_writes_with: GatewayError | None = None
+    events: list[str] = field(default_factory=list)
 
     async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
         self._check_reachable(node)
+        if self.head_released is not None:
+            await self.head_released.wait()
+        self.events.append(f"head {object_id.value}")
         stored = self.objects.get((node.name, object_id.value))
         if stored is None:
             raise ObjectNotFound("no object is stored under this ID")
@@ -110,7 +124,13 @@ class InMemoryObjectStorage:
         content_type: str,
     ) -> ObjectInfo:
         self._check_reachable(node)
-        data = b"".join([chunk async for chunk in body])
+        if self.refuse_writes_with is not None:
+            raise self.refuse_writes_with
+        chunks = []
+        async for chunk in body:
+            self.events.append(f"chunk {len(chunk)}")
+            chunks.append(chunk)
+        data = b"".join(chunks)
         if length is not None and len(data) != length:
             raise IncompleteBody(f"the body ended after {len(data)} of {length} bytes")
         stored = _Stored(data, content_type)

@@ -535,30 +535,57 @@ class MinioObjectStorage:
 class _Deadline:
     """A deadline around one node request that the request's body moves as it goes.
 
-    Setting it after the request has returned (the node may answer before the body is done) does
+    Moving it costs an assignment, not a timer: the one timer armed re-arms itself when it fires
+    early, and cancels the request (which then raises ``TimeoutError``) once the deadline passed.
+    Setting it after the request returned (the node may answer before the body is done) does
     nothing.
     """
 
     def __init__(self) -> None:
-        self._timeout: asyncio.Timeout | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._expires: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
 
     @contextlib.asynccontextmanager
     async def running(self, initial_seconds: float) -> AsyncIterator[None]:
-        async with asyncio.timeout(None) as timeout:
-            self._timeout = timeout
-            self.set(initial_seconds)
-            try:
-                yield
-            finally:
-                self._timeout = None
+        self._loop = asyncio.get_running_loop()
+        task = self._task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self.set(initial_seconds)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self._fired and task.uncancel() <= cancelling:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._task = None
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
 
     def set(self, seconds: float) -> None:
-        if self._timeout is not None:
-            self._timeout.reschedule(asyncio.get_running_loop().time() + seconds)
+        if self._task is None or self._loop is None:
+            return
+        self._expires = self._loop.time() + seconds
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._expires, self._check)
 
     def clear(self) -> None:
-        if self._timeout is not None:
-            self._timeout.reschedule(None)
+        self._expires = None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._task is None or self._expires is None or self._loop is None:
+            return
+        if self._loop.time() < self._expires:
+            self._handle = self._loop.call_at(self._expires, self._check)
+            return
+        self._fired = True
+        self._task.cancel()
 
 
 class _Parts:

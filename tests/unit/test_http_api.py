@@ -155,3 +155,72 @@ def test_a_configured_maximum_body_size_answers_413() -> None:
         assert response.status_code == 413
         assert set(response.json()) == {"error", "detail"}
     assert harness.storage.node_of("big") == []
+
+
+@pytest.mark.parametrize(
+    "path", ["/object/abc/", "/object//abc", "/object/abc/def", "/object/%61bc"]
+)
+def test_path_aliases_of_an_id_are_400_not_served_as_the_id(client: TestClient, path: str) -> None:
+    assert client.put("/object/abc", content=b"x").status_code == 201
+    response = client.get(path)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_object_id"
+
+
+def test_a_path_that_only_starts_like_the_object_route_is_404(client: TestClient) -> None:
+    response = client.get("/objects")
+    assert response.status_code == 404
+    assert set(response.json()) == {"error", "detail"}
+
+
+def test_options_lists_every_method_of_an_object(client: TestClient) -> None:
+    response = client.options("/object/abc")
+    assert response.status_code == 204
+    assert {m.strip() for m in response.headers["allow"].split(",")} >= {
+        "GET",
+        "HEAD",
+        "PUT",
+        "OPTIONS",
+    }
+
+
+def test_an_unsupported_method_is_405_with_allow(client: TestClient) -> None:
+    response = client.patch("/object/abc", content=b"x")
+    assert response.status_code == 405
+    assert "GET" in response.headers["allow"]
+    assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text", "text/", "/plain", "text/plain;charset", "a b/c", 'text/plain; x="unclosed'],
+)
+def test_a_malformed_content_type_is_400_invalid_request(
+    client: TestClient, harness: Harness, content_type: str
+) -> None:
+    response = client.put("/object/abc", content=b"x", headers={"Content-Type": content_type})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert harness.storage.node_of("abc") == []
+
+
+def test_a_content_type_longer_than_256_characters_is_400(client: TestClient) -> None:
+    response = client.put(
+        "/object/abc", content=b"x", headers={"Content-Type": "text/" + "x" * 252}
+    )
+    assert response.status_code == 400
+    assert "256" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", 'text/plain; charset="utf-8"', "application/vnd.a+json;v=2"]
+)
+def test_the_stored_content_type_comes_back_verbatim(client: TestClient, content_type: str) -> None:
+    client.put("/object/abc", content=b"x", headers={"Content-Type": content_type})
+    assert client.get("/object/abc").headers["content-type"] == content_type
+
+
+def test_a_non_numeric_content_length_is_400(client: TestClient) -> None:
+    response = client.put("/object/abc", content=b"x", headers={"Content-Length": "1x"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"

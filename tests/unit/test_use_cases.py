@@ -7,14 +7,16 @@ from application.fleet import Fleet
 from application.node_access import NodeAccess
 from application.use_cases import GetObject, PutObject
 from domain.circuit_breaker import NodeBreakers
-from domain.in_flight import InFlightLimits
 from domain.errors import (
     IncompleteBody,
     InvalidObjectId,
+    NodeOverloaded,
     NodeUnavailable,
     NodeUnreachable,
     ObjectNotFound,
+    RefusedByNode,
 )
+from domain.in_flight import InFlightLimits
 from domain.node import NodeState
 from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
 
@@ -161,3 +163,74 @@ def test_a_missing_object_does_not_count_against_its_node() -> None:
 
     asyncio.run(scenario())
     assert all(not gateway.breakers.state(n.name).open for n in gateway.discovery.nodes)
+
+
+def test_a_put_holds_its_last_chunk_until_the_existence_check_has_answered() -> None:
+    gateway = Gateway()
+    gateway.storage.head_released = asyncio.Event()
+
+    async def scenario() -> None:
+        upload = asyncio.ensure_future(gateway.put("abc", body_of(b"a", b"b", b"c"), 3, None))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        # The body streamed while the check was pending, all but its last chunk.
+        assert gateway.storage.events == ["chunk 1", "chunk 1"]
+        assert not upload.done()
+        gateway.storage.head_released.set()
+        outcome = await upload
+        assert outcome.created
+        assert gateway.storage.events == ["chunk 1", "chunk 1", "head abc", "chunk 1"]
+
+    asyncio.run(scenario())
+
+
+def test_a_node_at_its_cap_of_requests_in_flight_refuses_at_once_without_resting() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        await gateway.put("abc", body_of(b"x"), 1, None)
+        open_reads = [await gateway.get("abc") for _ in range(gateway.limits.max_per_node)]
+        with pytest.raises(NodeOverloaded, match="in flight") as refused:
+            await gateway.get("abc")
+        assert refused.value.retry_after_seconds is not None
+        node = open_reads[0].node.name
+        assert not gateway.breakers.state(node).open
+        assert gateway.breakers.state(node).consecutive_failures == 0
+        # Closing a read gives its slot back.
+        await open_reads.pop().stored.close()
+        assert await gateway.read("abc") == b"x"
+        for retrieved in open_reads:
+            await retrieved.stored.close()
+        assert gateway.limits.in_flight(node) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_is_given_back_when_the_node_fails() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        node = (await gateway.put("abc", body_of(b"x"), 1, None)).node
+        gateway.storage.unreachable_nodes = {node.name}
+        with pytest.raises(NodeUnreachable):
+            await gateway.get("abc")
+        with pytest.raises(NodeUnreachable):
+            await gateway.put("abc", body_of(b"y"), 1, None)
+        assert gateway.limits.in_flight(node.name) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_request_the_node_refuses_as_malformed_never_counts_against_the_node() -> None:
+    gateway = Gateway()
+    gateway.storage.refuse_writes_with = RefusedByNode("the storage node refused the request")
+
+    async def scenario() -> None:
+        for _ in range(5):
+            with pytest.raises(RefusedByNode):
+                await gateway.put("abc", body_of(b"x"), 1, None)
+
+    asyncio.run(scenario())
+    assert all(
+        gateway.breakers.state(n.name).consecutive_failures == 0 for n in gateway.discovery.nodes
+    )
