@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from domain.errors import (
     DiscoveryUnavailable,
@@ -13,10 +14,11 @@ from domain.errors import (
     IncompleteBody,
     NodeUnreachable,
     ObjectNotFound,
+    PreconditionFailed,
 )
 from domain.node import Credentials, Node, NodeState
 from domain.object_id import ObjectId
-from domain.ports import ObjectInfo, StoredObject
+from domain.ports import ListedObject, ObjectInfo, StoredObject, WriteCondition
 
 
 def make_node(name: str, state: NodeState = NodeState.UP, host: str | None = "10.0.0.1") -> Node:
@@ -84,6 +86,7 @@ class FakeNodeDiscovery:
 class _Stored:
     data: bytes
     content_type: str
+    last_modified: datetime
 
     @property
     def info(self) -> ObjectInfo:
@@ -91,6 +94,7 @@ class _Stored:
             size=len(self.data),
             content_type=self.content_type,
             etag=hashlib.md5(self.data).hexdigest(),
+            last_modified=self.last_modified,
         )
 
 
@@ -104,6 +108,19 @@ class InMemoryObjectStorage:
     # When set, writes fail as if the node refused something in the request.
     refuse_writes_with: GatewayError | None = None
     events: list[str] = field(default_factory=list)
+    # Nodes that ignore If-None-Match / If-Match (as the stand-in does); others honour them.
+    ignores_conditions: bool = False
+    # Each write is stamped one second after the previous: Last-Modified orders them.
+    clock: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    # Called before a write commits, to let a test interleave another writer.
+    before_commit: Callable[[str, str], Awaitable[None]] | None = None
+
+    def store(
+        self, node: str, object_id: str, data: bytes, content_type: str = "text/plain"
+    ) -> None:
+        """Place an object directly, as if written there earlier (a misplaced copy, say)."""
+        self.clock += timedelta(seconds=1)
+        self.objects[(node, object_id)] = _Stored(data, content_type, self.clock)
 
     async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
         self._check_reachable(node)
@@ -122,6 +139,8 @@ class InMemoryObjectStorage:
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str,
+        *,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         self._check_reachable(node)
         if self.refuse_writes_with is not None:
@@ -133,9 +152,30 @@ class InMemoryObjectStorage:
         data = b"".join(chunks)
         if length is not None and len(data) != length:
             raise IncompleteBody(f"the body ended after {len(data)} of {length} bytes")
-        stored = _Stored(data, content_type)
-        self.objects[(node.name, object_id.value)] = stored
-        return stored.info
+        if self.before_commit is not None:
+            await self.before_commit(node.name, object_id.value)
+        current = self.objects.get((node.name, object_id.value))
+        if condition is not None and not self.ignores_conditions:
+            if condition.only_if_absent and current is not None:
+                raise PreconditionFailed("the object exists")
+            if condition.only_if_etag is not None and (
+                current is None or current.info.etag != condition.only_if_etag
+            ):
+                raise PreconditionFailed("the object changed")
+        self.store(node.name, object_id.value, data, content_type)
+        return self.objects[(node.name, object_id.value)].info
+
+    async def delete(self, node: Node, object_id: ObjectId) -> None:
+        self._check_reachable(node)
+        self.events.append(f"delete {node.name} {object_id.value}")
+        self.objects.pop((node.name, object_id.value), None)
+
+    async def list_objects(self, node: Node) -> AsyncIterator[ListedObject]:
+        self._check_reachable(node)
+        for (holder, name), stored in sorted(self.objects.items()):
+            if holder == node.name:
+                info = stored.info
+                yield ListedObject(name, info.size, info.etag, info.last_modified)
 
     async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
         self._check_reachable(node)

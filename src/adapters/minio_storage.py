@@ -33,10 +33,11 @@ from urllib.parse import SplitResult, urlunsplit
 
 import aiohttp
 from minio.credentials.credentials import Credentials as SigningCredentials
+from minio.datatypes import Object as S3Object
 from minio.helpers import md5sum_hash, queryencode
 from minio.signer import sign_v4_s3
 from minio.time import from_http_header, to_amz_date
-from minio.xml import Element, SubElement, findtext, getbytes
+from minio.xml import Element, SubElement, findall, findtext, getbytes
 from yarl import URL
 
 from adapters.upload_budget import UploadBudget
@@ -46,11 +47,12 @@ from domain.errors import (
     NodeUnavailable,
     NodeUnreachable,
     ObjectNotFound,
+    PreconditionFailed,
     RefusedByNode,
 )
 from domain.node import Node
 from domain.object_id import ObjectId
-from domain.ports import ObjectInfo, StoredObject
+from domain.ports import ListedObject, ObjectInfo, StoredObject, WriteCondition
 
 __all__ = ["MAX_SINGLE_PUT_BYTES", "MinioObjectStorage", "MinioSettings"]
 
@@ -63,6 +65,7 @@ _UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _MAX_ERROR_BODY_BYTES = 64 * 1024
 _SEND_SLICE_BYTES = 256 * 1024
 _SMALL_BODY_BYTES = 64 * 1024
+_LIST_PAGE_SIZE = 1000
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload"})
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 # 4xx answers that are about the gateway's own keys or set-up, not about what the client sent.
@@ -198,23 +201,76 @@ class MinioObjectStorage:
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str,
+        *,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         await self._ensure_bucket(node)
+        conditions = _condition_headers(condition)
         if length is not None and length <= self._settings.max_single_put_bytes:
-            return await self._put_streamed(node, object_id.value, body, length, content_type)
-        return await self._put_in_parts(node, object_id.value, body, length, content_type)
+            return await self._put_streamed(
+                node, object_id.value, body, length, content_type, conditions
+            )
+        return await self._put_in_parts(
+            node, object_id.value, body, length, content_type, conditions
+        )
+
+    async def delete(self, node: Node, object_id: ObjectId) -> None:
+        response = await self._request(node, "DELETE", object_id.value)
+        async with response:
+            if response.status not in (200, 204):
+                try:
+                    await _raise_for(node, response)
+                except ObjectNotFound:
+                    return  # no bucket yet: nothing to delete
+
+    async def list_objects(self, node: Node) -> AsyncIterator[ListedObject]:
+        token: str | None = None
+        while True:
+            query = {"list-type": "2", "max-keys": str(_LIST_PAGE_SIZE)}
+            if token:
+                query["continuation-token"] = token
+            response = await self._request(
+                node, "GET", None, query=query, timeout=self._settings.idle_timeout_seconds
+            )
+            async with response:
+                if response.status == 404:
+                    return  # no bucket: the node holds nothing
+                if response.status != 200:
+                    await _raise_for(node, response)
+                document = await response.read()
+            try:
+                element = ET.fromstring(document)  # noqa: S314 - a node's own answer
+            except ET.ParseError as exc:
+                raise NodeUnavailable(node.name, "it answered a listing that is not XML") from exc
+            for entry in findall(element, "Contents"):
+                listed = S3Object.fromxml(entry, self._settings.bucket)
+                yield ListedObject(
+                    name=listed.object_name or "",
+                    size=listed.size or 0,
+                    etag=(listed.etag or "").strip('"'),
+                    last_modified=listed.last_modified,
+                )
+            token = findtext(element, "NextContinuationToken")
+            if (findtext(element, "IsTruncated") or "").lower() != "true" or not token:
+                return
 
     # -- uploads ----------------------------------------------------------------------------
 
-    async def _put_streamed(
-        self, node: Node, key: str, body: AsyncIterator[bytes], length: int, content_type: str
+    async def _put_streamed(  # noqa: PLR0917 - private, called from one place
+        self,
+        node: Node,
+        key: str,
+        body: AsyncIterator[bytes],
+        length: int,
+        content_type: str,
+        conditions: Mapping[str, str],
     ) -> ObjectInfo:
         """One PUT whose body is the client's, chunk by chunk, as the node accepts it."""
         if length <= _SMALL_BODY_BYTES:
             # Socket-sized: gathered first and sent in one piece, which costs far less per request
             # than a streamed body (no writer generator, one write).
             data = await _gathered(body, length)
-            etag = await self._put_bytes(node, key, data, content_type)
+            etag = await self._put_bytes(node, key, data, content_type, headers=conditions)
             return ObjectInfo(size=length, content_type=content_type, etag=etag)
         settings = self._settings
         sent = 0
@@ -250,7 +306,11 @@ class MinioObjectStorage:
                     node,
                     "PUT",
                     key,
-                    headers={"Content-Type": content_type, "Content-Length": str(length)},
+                    headers={
+                        "Content-Type": content_type,
+                        "Content-Length": str(length),
+                        **conditions,
+                    },
                     data=relayed() if length else b"",
                     payload_hash=_UNSIGNED_PAYLOAD,
                     body_failure=lambda: body_failure,
@@ -263,13 +323,14 @@ class MinioObjectStorage:
                 await _raise_for(node, response)
             return ObjectInfo(size=sent, content_type=content_type, etag=_etag_of(response))
 
-    async def _put_in_parts(
+    async def _put_in_parts(  # noqa: PLR0917 - private, called from one place
         self,
         node: Node,
         key: str,
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str,
+        conditions: Mapping[str, str],
     ) -> ObjectInfo:
         """A multipart upload, one budgeted part in memory at a time; one PUT if it fits in one."""
         parts = _Parts(body, self._settings.part_size_bytes)
@@ -285,7 +346,9 @@ class MinioObjectStorage:
                     if parts.ended and upload_id is None:
                         # The whole body fits in one part: one ordinary PUT, no multipart.
                         _check_length(parts.total, length)
-                        etag = await self._put_bytes(node, key, part, content_type)
+                        etag = await self._put_bytes(
+                            node, key, part, content_type, headers=conditions
+                        )
                         return ObjectInfo(size=len(part), content_type=content_type, etag=etag)
                     if upload_id is None:
                         upload_id = await self._create_upload(node, key, content_type)
@@ -303,7 +366,7 @@ class MinioObjectStorage:
                 if parts.ended:
                     break
             _check_length(parts.total, length)
-            etag = await self._complete_upload(node, key, upload_id, etags)
+            etag = await self._complete_upload(node, key, upload_id, etags, conditions)
         except BaseException:
             if upload_id is not None:
                 # Nothing of an unfinished multipart upload is ever visible; aborting frees the
@@ -319,19 +382,21 @@ class MinioObjectStorage:
         key: str,
         data: bytearray,
         content_type: str | None,
+        *,
         query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> str:
         """PUT a buffered body (an object or one part of a multipart upload); its ETag."""
-        headers = {"Content-Length": str(len(data))}
+        request_headers = {"Content-Length": str(len(data)), **(headers or {})}
         if content_type is not None:
-            headers["Content-Type"] = content_type
+            request_headers["Content-Type"] = content_type
         response = await self._request(
             node,
             "PUT",
             key,
             timeout=self._first_byte_after_sending(len(data)),
             query=query,
-            headers=headers,
+            headers=request_headers,
             data=bytes(data) if len(data) <= _SEND_SLICE_BYTES else _slices(data),
             payload_hash=_UNSIGNED_PAYLOAD,
         )
@@ -356,14 +421,25 @@ class MinioObjectStorage:
             raise NodeUnavailable(node.name, "it started a multipart upload without an ID")
         return upload_id
 
-    async def _complete_upload(self, node: Node, key: str, upload_id: str, etags: list[str]) -> str:
+    async def _complete_upload(
+        self,
+        node: Node,
+        key: str,
+        upload_id: str,
+        etags: list[str],
+        conditions: Mapping[str, str],
+    ) -> str:
         element = Element("CompleteMultipartUpload")
         for number, etag in enumerate(etags, start=1):
             part = SubElement(element, "Part")
             SubElement(part, "PartNumber", str(number))
             SubElement(part, "ETag", f'"{etag}"')
         document = getbytes(element)
-        headers = {"Content-Type": "application/xml", "Content-MD5": md5sum_hash(document) or ""}
+        headers = {
+            "Content-Type": "application/xml",
+            "Content-MD5": md5sum_hash(document) or "",
+            **conditions,
+        }
         response = await self._request(
             node,
             "POST",
@@ -634,6 +710,17 @@ async def _gathered(body: AsyncIterator[bytes], length: int) -> bytearray:
     return data
 
 
+def _condition_headers(condition: WriteCondition | None) -> dict[str, str]:
+    if condition is None:
+        return {}
+    headers = {}
+    if condition.only_if_absent:
+        headers["If-None-Match"] = "*"
+    if condition.only_if_etag is not None:
+        headers["If-Match"] = f'"{condition.only_if_etag}"'
+    return headers
+
+
 def _check_length(received: int, announced: int | None) -> None:
     if announced is not None and received != announced:
         raise IncompleteBody(f"the body had {received} bytes, not the {announced} announced")
@@ -717,6 +804,8 @@ def _error_for(node: Node, status: int, document: bytes) -> GatewayError:
     code = _xml_text(document, "Code") if document else None
     if status == 404 or code in _NOT_FOUND_CODES:
         return ObjectNotFound("no object is stored under this ID")
+    if status == 412 or code == "PreconditionFailed":
+        return PreconditionFailed("the object changed on the node meanwhile")
     if status in _CLIENT_ERROR_STATUSES and code not in _NODE_SETUP_CODES:
         error: GatewayError = RefusedByNode(
             f"the storage node refused the request ({code or f'HTTP {status}'})"

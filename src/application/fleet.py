@@ -28,6 +28,10 @@ class Membership:
     def owner_of(self, object_id: ObjectId) -> Node:
         return self.nodes[self.ring.owner(object_id)]
 
+    def preference_of(self, object_id: ObjectId, count: int) -> list[Node]:
+        """The owner, then up to ``count - 1`` distinct successors: where the ID may be stored."""
+        return [self.nodes[name] for name in self.ring.preference_list(object_id, count)]
+
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryStatus:
@@ -87,6 +91,10 @@ class Fleet:
         if not node.is_up:
             raise NodeUnavailable(node.name, "the node is not running")
         return node
+
+    async def preference_of(self, object_id: ObjectId, count: int) -> list[Node]:
+        """Where ``object_id`` belongs and may have been before membership changed; up or down."""
+        return (await self.membership()).preference_of(object_id, count)
 
     async def refresh(self) -> None:
         """Ask discovery for the members now. A failure is recorded and raised."""

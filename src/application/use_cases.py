@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from application.fleet import Fleet
 from application.node_access import NodeAccess
-from domain.errors import ObjectNotFound
+from domain.errors import NodeUnavailable, ObjectNotFound
 from domain.node import Node
 from domain.object_id import ObjectId
 from domain.ports import ObjectInfo, ObjectStorage, StoredObject
 
-__all__ = ["DEFAULT_CONTENT_TYPE", "GetObject", "PutObject", "PutOutcome", "RetrievedObject"]
+__all__ = [
+    "DEFAULT_CONTENT_TYPE",
+    "DEFAULT_FALLBACK_NODES",
+    "DeleteObject",
+    "GetObject",
+    "HeadObject",
+    "ObjectHeaders",
+    "PutObject",
+    "PutOutcome",
+    "RetrievedObject",
+]
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# Reads look on the owner and on this many successors: after one membership change an object not
+# yet rebalanced sits on the first node after the newcomer; after two changes at once (two nodes
+# added, or one added while another returns), on at most the second. Each extra node costs a
+# request only for IDs the owner does not have.
+DEFAULT_FALLBACK_NODES = 2
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +47,15 @@ class PutOutcome:
 class RetrievedObject:
     stored: StoredObject
     node: Node
+    # Found on a node other than the owner (it has not been rebalanced yet).
+    from_fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHeaders:
+    info: ObjectInfo
+    node: Node
+    from_fallback: bool = False
 
 
 class PutObject:
@@ -98,17 +124,61 @@ async def _last_chunk_after(
         yield held
 
 
-class GetObject:
-    """Open the object stored under an ID on the node that owns the ID."""
+class _Reads:
+    """Reads that ask the owner first, then the nodes that held the ID before membership changed.
 
-    def __init__(self, fleet: Fleet, storage: ObjectStorage, access: NodeAccess) -> None:
+    After nodes join or leave, an object sits on its former owner until rebalanced, and former
+    owners are the next nodes of the ID's preference list. An owner that is down still fails the
+    read (503): a copy elsewhere may be stale. Not found is answered only when every node asked
+    said so; a node that could not be asked makes it a 503 instead.
+    """
+
+    def __init__(
+        self, fleet: Fleet, storage: ObjectStorage, access: NodeAccess, fallback_nodes: int
+    ) -> None:
+        if fallback_nodes < 0:
+            raise ValueError("fallback_nodes must not be negative")
         self._fleet = fleet
         self._storage = storage
         self._access = access
+        self._fallback_nodes = fallback_nodes
+
+    async def _candidates(self, object_id: ObjectId) -> list[Node]:
+        candidates = await self._fleet.preference_of(object_id, 1 + self._fallback_nodes)
+        owner = candidates[0]
+        if not owner.is_up:
+            raise NodeUnavailable(owner.name, "the node is not running")
+        return candidates
+
+    async def _first_holder(
+        self, object_id: ObjectId, read: Callable[[Node], Awaitable[_T]]
+    ) -> tuple[_T, Node, bool]:
+        """The first answer of ``read`` along the candidates, its node, and whether it was not the
+        owner."""
+        candidates = await self._candidates(object_id)
+        for position, node in enumerate(candidates):
+            if not node.is_up:
+                raise NodeUnavailable(node.name, "the node is not running, and it may hold this ID")
+            try:
+                return await read(node), node, position > 0
+            except ObjectNotFound:
+                continue
+        missing = ObjectNotFound("no object is stored under this ID")
+        missing.node_name = candidates[0].name  # the owner answers for the ID
+        raise missing
+
+
+class GetObject(_Reads):
+    """Open the object stored under an ID: on its owner, else on the nodes that held it before."""
 
     async def __call__(self, raw_object_id: str) -> RetrievedObject:
         object_id = ObjectId(raw_object_id)
-        node = await self._fleet.owner_of(object_id)
+        stored, node, fallback = await self._first_holder(
+            object_id, lambda node: self._open(node, object_id)
+        )
+        return RetrievedObject(stored=stored, node=node, from_fallback=fallback)
+
+    async def _open(self, node: Node, object_id: ObjectId) -> StoredObject:
         # The node's slot is held while the body streams, and given back when the reader closes.
         release = self._access.enter(node)
         try:
@@ -124,6 +194,38 @@ class GetObject:
             finally:
                 release()
 
-        return RetrievedObject(
-            stored=StoredObject(stored.info, stored.chunks, close, stored.whole_body), node=node
+        return StoredObject(stored.info, stored.chunks, close, stored.whole_body)
+
+
+class HeadObject(_Reads):
+    """The metadata of the object stored under an ID, found as ``GetObject`` finds it."""
+
+    async def __call__(self, raw_object_id: str) -> ObjectHeaders:
+        object_id = ObjectId(raw_object_id)
+        info, node, fallback = await self._first_holder(
+            object_id,
+            lambda node: self._access.call(node, lambda: self._storage.head(node, object_id)),
         )
+        return ObjectHeaders(info=info, node=node, from_fallback=fallback)
+
+
+class DeleteObject(_Reads):
+    """Remove an ID's object from its owner and from every node a read would look on.
+
+    Idempotent, as in S3: no error when nothing was stored. Every one of those nodes must be up,
+    or nothing is attempted: a copy left behind on a node that was skipped would come back.
+    """
+
+    async def __call__(self, raw_object_id: str) -> list[Node]:
+        object_id = ObjectId(raw_object_id)
+        candidates = await self._candidates(object_id)
+        for node in candidates:
+            if not node.is_up:
+                raise NodeUnavailable(
+                    node.name, "the node is not running, and it may hold a copy of this ID"
+                )
+        await asyncio.gather(*(self._delete(node, object_id) for node in candidates))
+        return candidates
+
+    async def _delete(self, node: Node, object_id: ObjectId) -> None:
+        await self._access.call(node, lambda: self._storage.delete(node, object_id))

@@ -6,7 +6,9 @@
     │   ├── IncompleteBody        the body ended early, ran over, or stalled
     │   ├── BodyTooLarge          the body exceeds the configured maximum
     │   └── RefusedByNode         the node refused something in the request itself (never its fault)
-    ├── ObjectNotFound            no object under this ID on its owning node
+    ├── ObjectNotFound            no object under this ID on any node that may hold it
+    ├── PreconditionFailed        a conditional request's condition does not hold (412)
+    ├── CopyMismatch              a copy made by a rebalance does not match its source
     └── ServiceUnavailable        a dependency cannot serve the request (5xx, retry later)
         ├── NoNodesAvailable      discovery found no storage node at all
         ├── NodeUnavailable       the ID's node is down, refusing, or resting (circuit open)
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "BodyTooLarge",
+    "CopyMismatch",
     "DiscoveryUnavailable",
     "GatewayError",
     "IncompleteBody",
@@ -32,6 +35,7 @@ __all__ = [
     "NodeUnavailable",
     "NodeUnreachable",
     "ObjectNotFound",
+    "PreconditionFailed",
     "RefusedByNode",
     "ServiceUnavailable",
 ]
@@ -74,6 +78,14 @@ class RefusedByNode(InvalidRequest):
 
 class ObjectNotFound(GatewayError):
     code = "object_not_found"
+
+
+class PreconditionFailed(GatewayError):
+    code = "precondition_failed"
+
+
+class CopyMismatch(GatewayError):
+    code = "copy_mismatch"
 
 
 class ServiceUnavailable(GatewayError):

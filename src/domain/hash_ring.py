@@ -46,13 +46,14 @@ class HashRing:
     owns; removing one moves only the IDs it owned.
     """
 
-    __slots__ = ("_names", "_node_at", "_positions", "_sorted_names")
+    __slots__ = ("_names", "_node_at", "_positions", "_sorted_names", "_virtual_nodes")
 
     def __init__(
         self, node_names: Iterable[str], virtual_nodes: int = DEFAULT_VIRTUAL_NODES
     ) -> None:
         if virtual_nodes < 1:
             raise ValueError("virtual_nodes must be at least 1")
+        self._virtual_nodes = virtual_nodes
         self._names = frozenset(node_names)
         self._sorted_names = sorted(self._names)
         points = sorted(
@@ -62,6 +63,10 @@ class HashRing:
         )
         self._positions = array("Q", (position for position, _ in points))
         self._node_at = array("I", (index for _, index in points))
+
+    @property
+    def virtual_nodes(self) -> int:
+        return self._virtual_nodes
 
     @property
     def node_names(self) -> frozenset[str]:

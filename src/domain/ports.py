@@ -12,10 +12,12 @@ from domain.object_id import ObjectId
 
 __all__ = [
     "ChangeFeed",
+    "ListedObject",
     "NodeDiscovery",
     "ObjectInfo",
     "ObjectStorage",
     "StoredObject",
+    "WriteCondition",
 ]
 
 
@@ -55,6 +57,28 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ListedObject:
+    """One entry of a node's listing. ``name`` is the key as stored, not necessarily a valid ID."""
+
+    name: str
+    size: int
+    etag: str
+    last_modified: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCondition:
+    """A conditional write (S3's If-None-Match / If-Match on PUT).
+
+    MinIO honours both; some S3 servers (the test stand-in among them) ignore them, so a caller
+    may rely on a refusal (``PreconditionFailed``) but must not rely on one coming.
+    """
+
+    only_if_absent: bool = False
+    only_if_etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredObject:
     """An object being read: its metadata, then its bytes as they arrive.
 
@@ -83,6 +107,8 @@ class ObjectStorage(Protocol):
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str,
+        *,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         """Store ``body`` atomically: on any failure no partial object becomes visible.
 
@@ -93,4 +119,12 @@ class ObjectStorage(Protocol):
 
     async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
         """Open the object for reading. Raises ``ObjectNotFound`` when it does not exist."""
+        ...
+
+    async def delete(self, node: Node, object_id: ObjectId) -> None:
+        """Remove the object; succeeds whether or not it existed."""
+        ...
+
+    def list_objects(self, node: Node) -> AsyncIterator[ListedObject]:
+        """Every object the node holds, page by page as the node hands them over."""
         ...

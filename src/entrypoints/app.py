@@ -18,7 +18,7 @@ from application.readiness import ReadinessReport, check_readiness
 from domain.errors import GatewayError
 from entrypoints.container import Container
 from entrypoints.http_errors import headers_for, status_for
-from entrypoints.object_api import ObjectApi
+from entrypoints.object_api import ObjectApi, ObjectUseCases
 from entrypoints.observability import ObservedRequests
 from entrypoints.openapi import document_object_routes
 
@@ -88,8 +88,12 @@ def create_app(container: Container | None = None) -> Litestar:
     container = container or Container()
     settings = container.settings()
     object_api = ObjectApi(
-        container.put_object(),
-        container.get_object(),
+        ObjectUseCases(
+            put=container.put_object(),
+            get=container.get_object(),
+            head=container.head_object(),
+            delete=container.delete_object(),
+        ),
         max_body_bytes=settings.max_body_bytes,
         body_read_timeout_seconds=settings.body_read_timeout_seconds,
         body_send_timeout_seconds=settings.body_send_timeout_seconds,

@@ -13,7 +13,7 @@ from adapters.upload_budget import UploadBudget
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
 from application.node_access import NodeAccess
-from application.use_cases import GetObject, PutObject
+from application.use_cases import DeleteObject, GetObject, HeadObject, PutObject
 from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
 from entrypoints.observability import GatewayMetrics
@@ -116,6 +116,24 @@ class Container(containers.DeclarativeContainer):
         PutObject, fleet=fleet, storage=object_storage, access=node_access
     )
     get_object = providers.Factory(
-        GetObject, fleet=fleet, storage=object_storage, access=node_access
+        GetObject,
+        fleet=fleet,
+        storage=object_storage,
+        access=node_access,
+        fallback_nodes=settings.provided.read_fallback_nodes,
+    )
+    head_object = providers.Factory(
+        HeadObject,
+        fleet=fleet,
+        storage=object_storage,
+        access=node_access,
+        fallback_nodes=settings.provided.read_fallback_nodes,
+    )
+    delete_object = providers.Factory(
+        DeleteObject,
+        fleet=fleet,
+        storage=object_storage,
+        access=node_access,
+        fallback_nodes=settings.provided.read_fallback_nodes,
     )
     metrics = providers.Singleton(GatewayMetrics, fleet=fleet, breakers=breakers)

@@ -9,6 +9,7 @@ from domain.errors import (
     GatewayError,
     InvalidRequest,
     ObjectNotFound,
+    PreconditionFailed,
     ServiceUnavailable,
 )
 
@@ -33,6 +34,7 @@ STATUS_BY_ERROR: dict[type[GatewayError], int] = {
     BodyTooLarge: 413,
     InvalidRequest: 400,
     ObjectNotFound: 404,
+    PreconditionFailed: 412,
     ServiceUnavailable: 503,
     GatewayError: 500,
 }

@@ -9,7 +9,7 @@ import uvicorn
 from entrypoints.observability import JsonLogFormatter
 from entrypoints.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["serve"]
 
 
 # glibc's mallopt parameter, and the size from which buffers get their own mapping.
@@ -35,8 +35,8 @@ def return_large_buffers_to_the_os() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
-def main() -> None:
-    """Run the gateway with uvicorn (console script ``object-gateway``)."""
+def serve() -> None:
+    """Run the gateway with uvicorn (``object-gateway`` without a command)."""
     return_large_buffers_to_the_os()
     settings = Settings.from_environ()
     handler = logging.StreamHandler()
@@ -60,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve()

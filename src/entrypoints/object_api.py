@@ -16,13 +16,14 @@ import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
 import msgspec
 from litestar.types import Receive, Scope, Send
 
-from application.use_cases import GetObject, PutObject
+from application.use_cases import DeleteObject, GetObject, HeadObject, PutObject
 from domain.errors import (
     BodyTooLarge,
     GatewayError,
@@ -34,13 +35,19 @@ from domain.ports import ObjectInfo, StoredObject
 from entrypoints.http_errors import RouteNotFound, headers_for, status_for
 from entrypoints.observability import RequestFacts
 
-__all__ = ["MAX_CONTENT_TYPE_LENGTH", "OBJECT_ROUTE", "ObjectApi"]
+__all__ = [
+    "ALLOWED_METHODS",
+    "MAX_CONTENT_TYPE_LENGTH",
+    "OBJECT_ROUTE",
+    "ObjectApi",
+    "ObjectUseCases",
+]
 
 logger = logging.getLogger(__name__)
 
 OBJECT_ROUTE = "/object/{object_id}"
 _PREFIX = b"/object/"
-ALLOWED_METHODS = ("GET", "HEAD", "PUT", "OPTIONS")
+ALLOWED_METHODS = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
 _ALLOW = ", ".join(ALLOWED_METHODS).encode()
 MAX_CONTENT_TYPE_LENGTH = 256
 # RFC 9110 section 8.3.1: type "/" subtype *( OWS ";" OWS parameter ), parameter values a token or
@@ -54,20 +61,26 @@ _JSON = b"application/json"
 _ENCODE = msgspec.json.Encoder()
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectUseCases:
+    put: PutObject
+    get: GetObject
+    head: HeadObject
+    delete: DeleteObject
+
+
 class ObjectApi:
-    """``PUT``, ``GET``, ``HEAD`` and ``OPTIONS`` of ``/object/{id}``."""
+    """``PUT``, ``GET``, ``HEAD``, ``DELETE`` and ``OPTIONS`` of ``/object/{id}``."""
 
     def __init__(
         self,
-        put_object: PutObject,
-        get_object: GetObject,
+        use_cases: ObjectUseCases,
         *,
         max_body_bytes: int | None,
         body_read_timeout_seconds: float,
         body_send_timeout_seconds: float,
     ) -> None:
-        self._put_object = put_object
-        self._get_object = get_object
+        self._use_cases = use_cases
         self._max_body_bytes = max_body_bytes
         self._body_read_timeout = body_read_timeout_seconds
         self._body_send_timeout = body_send_timeout_seconds
@@ -82,8 +95,18 @@ class ObjectApi:
             method = str(scope.get("method", ""))
             if method == "PUT":
                 await self._put(scope, receive, response, object_id, facts)
-            elif method in ("GET", "HEAD"):
-                await self._get(receive, response, object_id, facts, with_body=method == "GET")
+            elif method == "GET":
+                await self._get(receive, response, object_id, facts)
+            elif method == "HEAD":
+                headers = await self._use_cases.head(object_id)
+                facts.node, facts.from_fallback = headers.node.name, headers.from_fallback
+                await response.start(200, _object_headers(headers.info))
+                await response.finish(b"")
+            elif method == "DELETE":
+                asked = await self._use_cases.delete(object_id)
+                facts.node = asked[0].name
+                await response.start(204, [])
+                await response.finish(b"")
             elif method == "OPTIONS":
                 await response.start(204, [(b"allow", _ALLOW)])
                 await response.finish(b"")
@@ -122,7 +145,7 @@ class ObjectApi:
             and length > self._max_body_bytes
         ):
             raise BodyTooLarge(f"the body exceeds the maximum of {self._max_body_bytes} bytes")
-        outcome = await self._put_object(
+        outcome = await self._use_cases.put(
             object_id,
             _request_body(receive, self._body_read_timeout, self._max_body_bytes),
             length,
@@ -145,17 +168,13 @@ class ObjectApi:
         response: _Response,
         object_id: str,
         facts: RequestFacts,
-        *,
-        with_body: bool,
     ) -> None:
-        retrieved = await self._get_object(object_id)
-        facts.node = retrieved.node.name
+        retrieved = await self._use_cases.get(object_id)
+        facts.node, facts.from_fallback = retrieved.node.name, retrieved.from_fallback
         stored = retrieved.stored
         try:
             await response.start(200, _object_headers(stored.info))
-            if not with_body:
-                await response.finish(b"")
-            elif stored.whole_body is not None:
+            if stored.whole_body is not None:
                 await response.finish(stored.whole_body)
             else:
                 await self._stream(receive, response, stored, facts)

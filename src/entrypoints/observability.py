@@ -37,6 +37,7 @@ _LOG_FIELDS = (
     "bytes_in",
     "bytes_out",
     "duration_ms",
+    "fallback",
 )
 
 
@@ -57,6 +58,8 @@ class RequestFacts:
         self.route: str | None = None
         # The client went away (or stopped reading) before the whole answer was sent.
         self.client_closed = False
+        # The object was found on a node other than its owner (not rebalanced yet).
+        self.from_fallback = False
 
     @classmethod
     def of(cls, state: MutableMapping[str, Any]) -> RequestFacts | None:
@@ -91,6 +94,12 @@ class GatewayMetrics:
         self.node_requests = Counter(
             "gateway_node_requests",
             "Requests served through each storage node.",
+            ["node"],
+            registry=self.registry,
+        )
+        self.fallback_hits = Counter(
+            "gateway_fallback_reads",
+            "Reads served by a node other than the ID's owner: objects not rebalanced yet.",
             ["node"],
             registry=self.registry,
         )
@@ -131,6 +140,8 @@ class GatewayMetrics:
             self.node_requests.labels(facts.node).inc()
             if facts.node_failed:
                 self.node_errors.labels(facts.node).inc()
+            if facts.from_fallback:
+                self.fallback_hits.labels(facts.node).inc()
 
 
 class _FleetCollector(Collector):
@@ -241,6 +252,8 @@ class ObservedRequests:
                     "bytes_in": received,
                     "bytes_out": sent,
                     "duration_ms": round(duration * 1000, 3),
+                    # Only when true: most lines would carry a false.
+                    "fallback": True if facts.from_fallback else None,
                 },
             )
 

@@ -5,6 +5,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from application.use_cases import DEFAULT_FALLBACK_NODES
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES
 
 __all__ = ["ENV_PREFIX", "Settings"]
@@ -34,6 +35,9 @@ class Settings:
     discovery_stale_after_seconds: float = 60.0
     docker_timeout_seconds: float = 5.0
     virtual_nodes: int = DEFAULT_VIRTUAL_NODES
+    # Nodes after the owner that reads (and deletes) also look on: where objects sit until a
+    # rebalance after membership changed (see DEFAULT_FALLBACK_NODES).
+    read_fallback_nodes: int = DEFAULT_FALLBACK_NODES
     node_connect_timeout_seconds: float = 1.0
     # From a request (or the end of an upload's body) to the node's first byte of its answer.
     node_first_byte_timeout_seconds: float = 5.0

@@ -1,12 +1,16 @@
+import asyncio
 from collections import Counter
 
 import pytest
+from dependency_injector import providers
 from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.errors import NoNodesAvailable
-from domain.hash_ring import HashRing
+from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing
 from domain.object_id import ObjectId
+from entrypoints.container import Container
+from tests.fakes import FakeNodeDiscovery, make_node
 
 IDS = [ObjectId(f"object{i}") for i in range(100_000)]
 SAMPLE_IDS = IDS[:20_000]
@@ -106,3 +110,17 @@ def test_a_single_node_owns_everything() -> None:
 def test_the_owner_is_always_one_of_the_nodes(names: set[str], raw_id: str) -> None:
     ring = HashRing(names, virtual_nodes=16)
     assert ring.owner(ObjectId(raw_id)) in names
+
+
+@pytest.mark.parametrize("node_count", [3, 5, 10, 16])
+def test_the_ring_the_app_builds_balances_within_5_percent(node_count: int) -> None:
+    # The container's own fleet and settings: the ring that is deployed, not a class default.
+    container = Container()
+    discovery = FakeNodeDiscovery(nodes=[make_node(f"node-{i}") for i in range(node_count)])
+    container.node_discovery.override(providers.Object(discovery))
+    fleet = container.fleet()
+    membership = asyncio.run(fleet.membership())
+    assert membership.ring.virtual_nodes == DEFAULT_VIRTUAL_NODES
+    load = Counter(membership.ring.owner(ObjectId(f"id{i}")) for i in range(100_000))
+    assert len(load) == node_count
+    assert max(load.values()) / (100_000 / node_count) <= 1.05

@@ -136,7 +136,7 @@ def test_unknown_routes_answer_with_the_same_json_error_shape(client: TestClient
     response = client.get("/nothing/here")
     assert response.status_code == 404
     assert set(response.json()) == {"error", "detail"}
-    response = client.delete("/object/abc")
+    response = client.patch("/object/abc")
     assert response.status_code == 405
     assert set(response.json()) == {"error", "detail"}
 

@@ -5,7 +5,7 @@ import pytest
 
 from application.fleet import Fleet
 from application.node_access import NodeAccess
-from application.use_cases import GetObject, PutObject
+from application.use_cases import DeleteObject, GetObject, HeadObject, PutObject
 from domain.circuit_breaker import NodeBreakers
 from domain.errors import (
     IncompleteBody,
@@ -37,7 +37,9 @@ class Gateway:
         self.limits = InFlightLimits(max_per_node=4)
         access = NodeAccess(self.breakers, self.limits)
         self.put = PutObject(self.fleet, self.storage, access)
-        self.get = GetObject(self.fleet, self.storage, access)
+        self.get = GetObject(self.fleet, self.storage, access, fallback_nodes=2)
+        self.head = HeadObject(self.fleet, self.storage, access, fallback_nodes=2)
+        self.delete = DeleteObject(self.fleet, self.storage, access, fallback_nodes=2)
 
     async def read(self, raw_id: str) -> bytes:
         retrieved = await self.get(raw_id)
