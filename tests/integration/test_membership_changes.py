@@ -1,0 +1,235 @@
+"""Adding, rebalancing, draining and removing nodes with real nodes: no object is ever missing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing
+from domain.object_id import ObjectId
+from tests.integration.support import (
+    GatewayServer,
+    StorageNode,
+    new_run_marker,
+    start_node,
+    wait_for,
+)
+
+OBJECT_GATEWAY = Path(sys.executable).with_name("object-gateway")
+
+
+class Fleet:
+    """Nodes of this module only (their own marker), and a gateway in front of them."""
+
+    def __init__(self) -> None:
+        self.marker = new_run_marker()
+        self.nodes: list[StorageNode] = []
+        self.written: dict[str, bytes] = {}
+
+    def add_node(self, index: int) -> StorageNode:
+        node = start_node(self.marker, index, legacy_key_names=index == 3)
+        self.nodes.append(node)
+        return node
+
+    def remove_node(self, node: StorageNode) -> None:
+        node.wrapped.remove(force=True, v=True)
+        node.container.get_docker_client().client.close()
+        self.nodes.remove(node)
+
+    def owner(self, object_id: str) -> str:
+        ring = HashRing([node.name for node in self.nodes], DEFAULT_VIRTUAL_NODES)
+        return ring.owner(ObjectId(object_id))
+
+    def holders(self) -> dict[str, list[str]]:
+        held: dict[str, list[str]] = {}
+        for node in self.nodes:
+            for name in node.object_names():
+                held.setdefault(name, []).append(node.name)
+        return held
+
+    def rebalance(self, *arguments: str) -> tuple[int, list[dict[str, object]]]:
+        done = subprocess.run(
+            [str(OBJECT_GATEWAY), "rebalance", *arguments],
+            env=dict(os.environ, GATEWAY_NODE_NAME_MARKER=self.marker),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        assert lines, done.stderr
+        return done.returncode, lines
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    fleet = Fleet()
+    try:
+        for index in (1, 2, 3):
+            fleet.add_node(index)
+        yield fleet
+    finally:
+        for node in list(fleet.nodes):
+            fleet.remove_node(node)
+
+
+def members(http: httpx.Client) -> int:
+    return len(http.get("/health/ready").json()["nodes"])
+
+
+def write(http: httpx.Client, fleet: Fleet, object_id: str, body: bytes) -> None:
+    response = http.put(f"/object/{object_id}", content=body)
+    assert response.is_success, response.text
+    fleet.written[object_id] = body
+
+
+def assert_every_object_reads_back(http: httpx.Client, fleet: Fleet) -> None:
+    wrong = {
+        object_id: http.get(f"/object/{object_id}").status_code
+        for object_id, body in fleet.written.items()
+        if http.get(f"/object/{object_id}").content != body
+    }
+    assert not wrong, f"{len(wrong)} objects did not read back: {wrong}"
+
+
+def summary_of(lines: list[dict[str, object]]) -> dict[str, object]:
+    (summary,) = [line for line in lines if line["event"] == "summary"]
+    return summary
+
+
+def test_a_node_added_rebalanced_onto_drained_and_removed_loses_nothing(fleet: Fleet) -> None:
+    with (
+        GatewayServer.for_marker(fleet.marker) as server,
+        httpx.Client(base_url=server.base_url, timeout=60) as http,
+    ):
+        for i in range(240):
+            write(http, fleet, f"member{i}", os.urandom(512 + i))
+
+        newcomer = fleet.add_node(4)
+        wait_for(lambda: members(http) == 4, 10, "the gateway to see the fourth node")
+        misplaced = [i for i in fleet.written if fleet.owner(i) == newcomer.name]
+        assert misplaced, "no ID moved to the new node"
+        # Zero 404s: objects whose owner is now the newcomer are found on their former owner.
+        assert_every_object_reads_back(http, fleet)
+        fallback_reads = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in http.get("/metrics").text.splitlines()
+            if line.startswith("gateway_fallback_reads_total{")
+        )
+        assert fallback_reads >= len(misplaced)
+
+        for i in range(60):
+            write(http, fleet, f"joined{i}", os.urandom(700))
+        assert newcomer.object_names() & {f"joined{i}" for i in range(60)}
+
+        before_dry_run = fleet.holders()
+        status, lines = fleet.rebalance("--dry-run")
+        assert status == 1  # not everything is in place yet
+        assert lines[0]["misplaced"] == len(misplaced)
+        assert sum(line["event"] == "would_move" for line in lines) == len(misplaced)
+        assert fleet.holders() == before_dry_run, "a dry run changed something"
+
+        status, lines = fleet.rebalance()
+        assert status == 0, lines
+        assert summary_of(lines)["moved"] == len(misplaced)
+        held = fleet.holders()
+        assert {i: held.get(i) for i in fleet.written} == {
+            i: [fleet.owner(i)] for i in fleet.written
+        }
+        assert_every_object_reads_back(http, fleet)
+
+        status, lines = fleet.rebalance("--drain", newcomer.name)
+        assert status == 0, lines
+        assert newcomer.object_names() == set()
+        assert_every_object_reads_back(http, fleet)
+
+        fleet.remove_node(newcomer)
+        wait_for(lambda: members(http) == 3, 10, "the gateway to see the node gone")
+        assert_every_object_reads_back(http, fleet)
+        held = fleet.holders()
+        assert all(len(held[i]) == 1 for i in fleet.written)
+
+
+def test_a_rebalance_while_a_client_overwrites_keeps_each_ids_last_write(fleet: Fleet) -> None:
+    with (
+        GatewayServer.for_marker(fleet.marker) as server,
+        httpx.Client(base_url=server.base_url, timeout=60) as http,
+    ):
+        for i in range(150):
+            write(http, fleet, f"busy{i}", b"before the newcomer %d" % i)
+        newcomer = fleet.add_node(4)
+        wait_for(lambda: members(http) == 4, 10, "the gateway to see the fourth node")
+        moving = [i for i in fleet.written if fleet.owner(i) == newcomer.name]
+        overwritten = moving[::2] + [i for i in fleet.written if i not in moving][:20]
+        # Each overwritten ID gets its first new version before the rebalance starts ...
+        for object_id in overwritten:
+            write(http, fleet, object_id, f"{object_id} version 0".encode())
+
+        stop = threading.Event()
+
+        def keep_overwriting() -> None:
+            with httpx.Client(base_url=server.base_url, timeout=60) as client:
+                version = 1
+                while not stop.is_set() and version < 200:
+                    for object_id in overwritten:
+                        body = f"{object_id} version {version}".encode()
+                        assert client.put(f"/object/{object_id}", content=body).is_success
+                        fleet.written[object_id] = body
+                    version += 1
+
+        # ... and more keep coming while it runs.
+        writer = threading.Thread(target=keep_overwriting)
+        writer.start()
+        try:
+            status, lines = fleet.rebalance()
+        finally:
+            stop.set()
+            writer.join(timeout=120)
+        assert status == 0, lines
+        assert_every_object_reads_back(http, fleet)
+        held = fleet.holders()
+        assert {i: held.get(i) for i in fleet.written} == {
+            i: [fleet.owner(i)] for i in fleet.written
+        }
+
+
+def test_delete_of_an_object_with_a_stale_copy_removes_every_copy(
+    http: httpx.Client, nodes: list[StorageNode]
+) -> None:
+    ring = HashRing([node.name for node in nodes], DEFAULT_VIRTUAL_NODES)
+    owner, successor, _ = ring.preference_list(ObjectId("deletedeverywhere"))
+    assert http.put("/object/deletedeverywhere", content=b"current").is_success
+    stale_on = next(node for node in nodes if node.name == successor).client()
+    if not stale_on.bucket_exists("objects"):
+        stale_on.make_bucket("objects")
+    stale_on.put_object("objects", "deletedeverywhere", io.BytesIO(b"stale"), 5)
+    assert {n.name for n in nodes if "deletedeverywhere" in n.object_names()} == {
+        owner,
+        successor,
+    }
+
+    assert http.delete("/object/deletedeverywhere").status_code == 204
+    assert http.get("/object/deletedeverywhere").status_code == 404
+    assert all("deletedeverywhere" not in node.object_names() for node in nodes)
+    assert http.delete("/object/deletedeverywhere").status_code == 204, "idempotent"
+
+
+def test_head_gives_gets_status_and_headers_without_a_body(http: httpx.Client) -> None:
+    body = os.urandom(3000)
+    http.put("/object/headed", content=body, headers={"Content-Type": "application/x-thing"})
+    got, head = http.get("/object/headed"), http.head("/object/headed")
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    for name in ("content-length", "content-type", "etag", "last-modified"):
+        assert head.headers[name] == got.headers[name], name
+    assert head.headers["content-length"] == str(len(body))
+    assert http.head("/object/neverheaded").status_code == 404
