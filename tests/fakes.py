@@ -15,10 +15,11 @@ from domain.errors import (
     NodeUnreachable,
     ObjectNotFound,
     PreconditionFailed,
+    RangeNotSatisfiable,
 )
 from domain.node import Credentials, Node, NodeState
 from domain.object_id import ObjectId
-from domain.ports import ListedObject, ObjectInfo, StoredObject, WriteCondition
+from domain.ports import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
 
 
 def make_node(name: str, state: NodeState = NodeState.UP, host: str | None = "10.0.0.1") -> Node:
@@ -177,21 +178,32 @@ class InMemoryObjectStorage:
                 info = stored.info
                 yield ListedObject(name, info.size, info.etag, info.last_modified)
 
-    async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
+    async def get(
+        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None = None
+    ) -> StoredObject:
         self._check_reachable(node)
         stored = self.objects.get((node.name, object_id.value))
         if stored is None:
             raise ObjectNotFound("no object is stored under this ID")
+        content_range = None
+        data = stored.data
+        if byte_range is not None:
+            content_range = byte_range.resolve(len(data))
+            if content_range is None:
+                raise RangeNotSatisfiable("beyond the object", len(data))
+            data = data[content_range[0] : content_range[1] + 1]
         self.open_reads += 1
 
         async def chunks() -> AsyncIterator[bytes]:
-            for start in range(0, len(stored.data), 4096):
-                yield stored.data[start : start + 4096]
+            for start in range(0, len(data), 4096):
+                yield data[start : start + 4096]
 
         async def close() -> None:
             self.open_reads -= 1
 
-        return StoredObject(info=stored.info, chunks=chunks(), close=close)
+        return StoredObject(
+            info=stored.info, chunks=chunks(), close=close, content_range=content_range
+        )
 
     def node_of(self, object_id: str) -> list[str]:
         return [name for name, stored_id in self.objects if stored_id == object_id]

@@ -29,11 +29,14 @@ _KEY_PAIRS = (
 )
 
 
-# What can change the fleet: containers appearing, starting, stopping, going or renamed, and
-# containers joining or leaving networks (which changes their addresses).
+# What can change the fleet: containers appearing, starting, stopping, (un)pausing, going or
+# renamed, and containers joining or leaving networks (which changes their addresses).
 _EVENT_FILTERS = {
     "type": ["container", "network"],
-    "event": ["create", "start", "die", "stop", "destroy", "rename", "connect", "disconnect"],
+    "event": [
+        *("create", "start", "die", "stop", "destroy", "rename", "pause", "unpause"),
+        *("connect", "disconnect"),
+    ],
 }
 _STREAM_ENDED = object()
 

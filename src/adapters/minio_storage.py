@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
@@ -48,11 +49,12 @@ from domain.errors import (
     NodeUnreachable,
     ObjectNotFound,
     PreconditionFailed,
+    RangeNotSatisfiable,
     RefusedByNode,
 )
 from domain.node import Node
 from domain.object_id import ObjectId
-from domain.ports import ListedObject, ObjectInfo, StoredObject, WriteCondition
+from domain.ports import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
 
 __all__ = ["MAX_SINGLE_PUT_BYTES", "MinioObjectStorage", "MinioSettings"]
 
@@ -66,6 +68,7 @@ _MAX_ERROR_BODY_BYTES = 64 * 1024
 _SEND_SLICE_BYTES = 256 * 1024
 _SMALL_BODY_BYTES = 64 * 1024
 _LIST_PAGE_SIZE = 1000
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload"})
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 # 4xx answers that are about the gateway's own keys or set-up, not about what the client sent.
@@ -144,20 +147,41 @@ class MinioObjectStorage:
                 await _raise_for(node, response)
             return _info_from(response.headers)
 
-    async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
+    async def get(
+        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None = None
+    ) -> StoredObject:
         settings = self._settings
-        response = await self._request(node, "GET", object_id.value)
+        headers = None if byte_range is None else {"Range": byte_range.header_value()}
+        response = await self._request(node, "GET", object_id.value, headers=headers)
+        # Nodes that ignore Range answer 200 with the whole object: the range is then cut here.
+        skip, keep = 0, -1
         try:
-            if response.status != 200:
+            if response.status == 416:
+                response.close()
+                size = (await self.head(node, object_id)).size
+                raise RangeNotSatisfiable(_beyond(byte_range, size), size)
+            if response.status not in (200, 206):
                 await _raise_for(node, response)
             info = _info_from(response.headers)
-            if info.size <= settings.download_chunk_bytes:
+            sent = info.size  # what the node's body holds
+            content_range: tuple[int, int] | None = None
+            if response.status == 206:
+                start, end, total = _content_range(response.headers.get("Content-Range", ""))
+                info = ObjectInfo(total, info.content_type, info.etag, info.last_modified)
+                content_range = (start, end)
+            elif byte_range is not None:
+                content_range = byte_range.resolve(info.size)
+                if content_range is None:
+                    response.close()
+                    raise RangeNotSatisfiable(_beyond(byte_range, info.size), info.size)
+                skip, keep = content_range[0], content_range[1] - content_range[0] + 1
+            if sent <= settings.download_chunk_bytes:
                 # Bounded by the session's read timeout, as the headers were.
                 whole = await response.read()
                 response.release()
-                return StoredObject(
-                    info=info, chunks=_single(whole), close=_nothing, whole_body=whole
-                )
+                if keep >= 0:
+                    whole = whole[skip : skip + keep]
+                return StoredObject(info, _single(whole), _nothing, whole, content_range)
         except TimeoutError:
             response.close()
             raise NodeUnreachable(node.name, "it stopped sending the object") from None
@@ -172,27 +196,12 @@ class MinioObjectStorage:
         if response.connection is not None and response.connection.protocol is not None:
             response.connection.protocol.read_timeout = settings.idle_timeout_seconds
 
-        async def chunks() -> AsyncIterator[bytes]:
-            content = response.content
-            try:
-                while True:
-                    chunk = await content.read(settings.download_chunk_bytes)
-                    if not chunk:
-                        return
-                    yield chunk
-            except TimeoutError:
-                raise NodeUnreachable(node.name, "it stopped sending the object") from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise NodeUnreachable(node.name, f"the connection failed ({exc!r})") from exc
-
-        async def close() -> None:
-            # A body read to its end returns the connection to the pool; otherwise it is dropped.
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
-
-        return StoredObject(info=info, chunks=chunks(), close=close)
+        return StoredObject(
+            info,
+            _body_chunks(response, node, settings.download_chunk_bytes, skip, keep),
+            functools.partial(_release_or_drop, response),
+            content_range=content_range,
+        )
 
     async def put(
         self,
@@ -710,6 +719,20 @@ async def _gathered(body: AsyncIterator[bytes], length: int) -> bytearray:
     return data
 
 
+def _content_range(header: str) -> tuple[int, int, int]:
+    """(start, end, total) of a ``Content-Range: bytes start-end/total`` header."""
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    if match is None:
+        raise ValueError(f"not a byte Content-Range: {header!r}")
+    start, end, total = (int(group) for group in match.groups())
+    return start, end, total
+
+
+def _beyond(byte_range: ByteRange | None, size: int) -> str:
+    shown = byte_range.header_value() if byte_range is not None else "the range"
+    return f"{shown} lies beyond the object's {size} bytes"
+
+
 def _condition_headers(condition: WriteCondition | None) -> dict[str, str]:
     if condition is None:
         return {}
@@ -732,6 +755,37 @@ async def _slices(data: bytearray) -> AsyncIterator[bytes]:
     view = memoryview(data)
     for start in range(0, len(view), _SEND_SLICE_BYTES):
         yield view[start : start + _SEND_SLICE_BYTES]  # type: ignore[misc]
+
+
+async def _body_chunks(
+    response: aiohttp.ClientResponse, node: Node, chunk_size: int, skip: int, keep: int
+) -> AsyncIterator[bytes]:
+    """The response body in chunks, less its first ``skip`` bytes and after ``keep`` (-1: all)."""
+    content = response.content
+    try:
+        while keep != 0:
+            chunk = await content.read(chunk_size)
+            if not chunk:
+                return
+            if skip:
+                dropped = min(skip, len(chunk))
+                chunk, skip = chunk[dropped:], skip - dropped
+            if keep > 0:
+                chunk, keep = chunk[:keep], keep - min(keep, len(chunk))
+            if chunk:
+                yield chunk
+    except TimeoutError:
+        raise NodeUnreachable(node.name, "it stopped sending the object") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise NodeUnreachable(node.name, f"the connection failed ({exc!r})") from exc
+
+
+async def _release_or_drop(response: aiohttp.ClientResponse) -> None:
+    # A body read to its end returns the connection to the pool; otherwise it is dropped.
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
 
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:

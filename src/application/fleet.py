@@ -58,12 +58,14 @@ class Fleet:
         discovery: NodeDiscovery,
         virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
         clock: Callable[[], float] = time.monotonic,
+        first_wait_seconds: float = 5.0,
     ) -> None:
         self._discovery = discovery
         self._virtual_nodes = virtual_nodes
         self._clock = clock
         self._membership: Membership | None = None
-        self._first_refresh_lock = asyncio.Lock()
+        self._first_wait_seconds = first_wait_seconds
+        self._refreshing: asyncio.Future[None] | None = None
         self._last_success_at: float | None = None
         self._last_error: DiscoveryUnavailable | None = None
         self._refreshes = 0
@@ -75,12 +77,23 @@ class Fleet:
         return self._membership
 
     async def membership(self) -> Membership:
+        """The current view; before the first one, wait (at most ``first_wait_seconds``) for it.
+
+        Requests that arrive before any discovery succeeded share one attempt (and the watcher's),
+        rather than queueing one each behind a daemon that does not answer.
+        """
         if self._membership is not None:
             return self._membership
-        async with self._first_refresh_lock:
-            if self._membership is None:
-                with contextlib.suppress(DiscoveryUnavailable):  # recorded; raised below
-                    await self.refresh()
+        attempt = self._attempt()
+        try:
+            async with asyncio.timeout(self._first_wait_seconds):
+                await asyncio.shield(attempt)
+        except TimeoutError:
+            raise DiscoveryUnavailable(
+                f"the Docker daemon did not answer within {self._first_wait_seconds:g} seconds"
+            ) from None
+        except DiscoveryUnavailable:
+            pass  # recorded by the attempt; raised below
         if self._membership is None:
             raise self._last_error or DiscoveryUnavailable("node discovery has not run yet")
         return self._membership
@@ -97,7 +110,25 @@ class Fleet:
         return (await self.membership()).preference_of(object_id, count)
 
     async def refresh(self) -> None:
-        """Ask discovery for the members now. A failure is recorded and raised."""
+        """Ask discovery for the members now. A failure is recorded and raised.
+
+        An attempt already under way began before whatever made the caller ask, so it is waited
+        out, not joined; concurrent callers then share the next one.
+        """
+        under_way = self._refreshing
+        if under_way is not None and not under_way.done():
+            with contextlib.suppress(DiscoveryUnavailable):
+                await asyncio.shield(under_way)
+        await asyncio.shield(self._attempt())
+
+    def _attempt(self) -> asyncio.Future[None]:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._refresh_now())
+            # Nobody may be left awaiting it (every waiter timed out): its error is recorded.
+            self._refreshing.add_done_callback(_consume_error)
+        return self._refreshing
+
+    async def _refresh_now(self) -> None:
         try:
             nodes = await self._discovery.discover()
         except DiscoveryUnavailable as exc:
@@ -143,3 +174,8 @@ class Fleet:
             ring = HashRing(by_name, self._virtual_nodes)
             logger.info("storage fleet is now %s", sorted(by_name) or "empty")
         return Membership(nodes=by_name, ring=ring)
+
+
+def _consume_error(attempt: asyncio.Future[None]) -> None:
+    if not attempt.cancelled():
+        attempt.exception()

@@ -34,7 +34,12 @@ class ReadinessReport:
 def check_readiness(
     fleet: Fleet, breakers: NodeBreakers, stale_after_seconds: float
 ) -> ReadinessReport:
-    """Ready: discovery succeeded recently, and at least one known node is up and not resting."""
+    """Ready while the gateway can serve: some node is known, up and not resting.
+
+    A failing Docker daemon alone does not make it unready (the known nodes keep serving, and all
+    replicas sharing that daemon would otherwise leave the load balancer at once); it shows as
+    ``degraded``, as does discovery that has not succeeded for ``stale_after_seconds``.
+    """
     status = fleet.status()
     membership = fleet.current
     nodes = []
@@ -45,16 +50,15 @@ def check_readiness(
         nodes.append(NodeReport(name=node.name, address=node.endpoint, state=state))
     if not status.known:
         discovery_state = "unavailable"
-    elif status.last_error is not None:
+    elif status.last_error is not None or (
+        status.seconds_since_success is not None
+        and status.seconds_since_success >= stale_after_seconds
+    ):
         discovery_state = "degraded"
     else:
         discovery_state = "ok"
-    fresh = (
-        status.seconds_since_success is not None
-        and status.seconds_since_success < stale_after_seconds
-    )
     return ReadinessReport(
-        ready=fresh and any(node.state == "up" for node in nodes),
+        ready=any(node.state == "up" for node in nodes),
         discovery=DiscoveryReport(
             state=discovery_state,
             seconds_since_success=(

@@ -10,10 +10,10 @@ from typing import TypeVar
 
 from application.fleet import Fleet
 from application.node_access import NodeAccess
-from domain.errors import NodeUnavailable, ObjectNotFound
+from domain.errors import NodeUnavailable, ObjectNotFound, PreconditionFailed
 from domain.node import Node
 from domain.object_id import ObjectId
-from domain.ports import ObjectInfo, ObjectStorage, StoredObject
+from domain.ports import ByteRange, ObjectInfo, ObjectStorage, StoredObject, WriteCondition
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
@@ -72,7 +72,11 @@ class PutObject:
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str | None,
+        condition: WriteCondition | None = None,
     ) -> PutOutcome:
+        """``condition`` (the client's If-None-Match: * or If-Match) is checked against what the
+        node holds before the body's last chunk goes out, and passed on to the node as well, which
+        makes it atomic on nodes that honour conditional writes."""
         object_id = ObjectId(raw_object_id)
         # The owner or nothing: writing elsewhere while the owner is down would leave an object
         # that reads cannot see once the owner is back.
@@ -82,7 +86,7 @@ class PutObject:
             # 201 or 200 needs to know whether the ID was taken before this write. The HEAD runs
             # beside the upload instead of before it; the last chunk of the body is held back until
             # it has answered, so the node cannot have committed the new object by then.
-            existed = asyncio.ensure_future(self._exists(node, object_id))
+            existed = asyncio.ensure_future(self._existed(node, object_id, condition))
             try:
                 if length == 0:
                     await existed  # nothing to hold back: an empty body commits at once
@@ -92,6 +96,7 @@ class PutObject:
                     _last_chunk_after(existed, body),
                     length,
                     content_type or DEFAULT_CONTENT_TYPE,
+                    condition=condition,
                 )
                 return PutOutcome(info=info, created=not await existed, node=node)
             finally:
@@ -102,12 +107,21 @@ class PutObject:
 
         return await self._access.call(node, store)
 
-    async def _exists(self, node: Node, object_id: ObjectId) -> bool:
+    async def _existed(
+        self, node: Node, object_id: ObjectId, condition: WriteCondition | None
+    ) -> bool:
         try:
-            await self._storage.head(node, object_id)
+            current: ObjectInfo | None = await self._storage.head(node, object_id)
         except ObjectNotFound:
-            return False
-        return True
+            current = None
+        if condition is not None:
+            if condition.only_if_absent and current is not None:
+                raise PreconditionFailed("an object is already stored under this ID")
+            if condition.only_if_etag is not None and (
+                current is None or current.etag != condition.only_if_etag
+            ):
+                raise PreconditionFailed("the stored object does not have the ETag given")
+        return current is not None
 
 
 async def _last_chunk_after(
@@ -171,18 +185,24 @@ class _Reads:
 class GetObject(_Reads):
     """Open the object stored under an ID: on its owner, else on the nodes that held it before."""
 
-    async def __call__(self, raw_object_id: str) -> RetrievedObject:
+    async def __call__(
+        self, raw_object_id: str, byte_range: ByteRange | None = None
+    ) -> RetrievedObject:
         object_id = ObjectId(raw_object_id)
         stored, node, fallback = await self._first_holder(
-            object_id, lambda node: self._open(node, object_id)
+            object_id, lambda node: self._open(node, object_id, byte_range)
         )
         return RetrievedObject(stored=stored, node=node, from_fallback=fallback)
 
-    async def _open(self, node: Node, object_id: ObjectId) -> StoredObject:
+    async def _open(
+        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None
+    ) -> StoredObject:
         # The node's slot is held while the body streams, and given back when the reader closes.
         release = self._access.enter(node)
         try:
-            stored = await self._access.observe(node, lambda: self._storage.get(node, object_id))
+            stored = await self._access.observe(
+                node, lambda: self._storage.get(node, object_id, byte_range)
+            )
         except BaseException:
             release()
             raise
@@ -194,7 +214,9 @@ class GetObject(_Reads):
             finally:
                 release()
 
-        return StoredObject(stored.info, stored.chunks, close, stored.whole_body)
+        return StoredObject(
+            stored.info, stored.chunks, close, stored.whole_body, stored.content_range
+        )
 
 
 class HeadObject(_Reads):

@@ -8,6 +8,7 @@
     │   └── RefusedByNode         the node refused something in the request itself (never its fault)
     ├── ObjectNotFound            no object under this ID on any node that may hold it
     ├── PreconditionFailed        a conditional request's condition does not hold (412)
+    ├── RangeNotSatisfiable       the byte range asked for lies beyond the object (416)
     ├── CopyMismatch              a copy made by a rebalance does not match its source
     └── ServiceUnavailable        a dependency cannot serve the request (5xx, retry later)
         ├── NoNodesAvailable      discovery found no storage node at all
@@ -36,6 +37,7 @@ __all__ = [
     "NodeUnreachable",
     "ObjectNotFound",
     "PreconditionFailed",
+    "RangeNotSatisfiable",
     "RefusedByNode",
     "ServiceUnavailable",
 ]
@@ -82,6 +84,14 @@ class ObjectNotFound(GatewayError):
 
 class PreconditionFailed(GatewayError):
     code = "precondition_failed"
+
+
+class RangeNotSatisfiable(GatewayError):
+    code = "range_not_satisfiable"
+
+    def __init__(self, detail: str, object_size: int | None) -> None:
+        super().__init__(detail)
+        self.object_size = object_size
 
 
 class CopyMismatch(GatewayError):

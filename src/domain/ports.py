@@ -11,6 +11,7 @@ from domain.node import Node
 from domain.object_id import ObjectId
 
 __all__ = [
+    "ByteRange",
     "ChangeFeed",
     "ListedObject",
     "NodeDiscovery",
@@ -57,6 +58,39 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ByteRange:
+    """Bytes ``first`` to ``last`` (inclusive) of an object, as in HTTP's ``Range: bytes=``.
+
+    ``last`` None: to the end. ``first`` None: a suffix, the final ``last`` bytes.
+    """
+
+    first: int | None
+    last: int | None
+
+    def __post_init__(self) -> None:
+        if self.first is None and self.last is None:
+            raise ValueError("a byte range needs a first byte, a last byte, or both")
+        if self.first is not None and self.last is not None and self.last < self.first:
+            raise ValueError("a byte range cannot end before it starts")
+
+    def resolve(self, size: int) -> tuple[int, int] | None:
+        """(start, end) inclusive within an object of ``size`` bytes; None if none of it exists."""
+        if self.first is None:
+            assert self.last is not None
+            if self.last == 0 or size == 0:
+                return None
+            return max(0, size - self.last), size - 1
+        if self.first >= size:
+            return None
+        return self.first, size - 1 if self.last is None else min(self.last, size - 1)
+
+    def header_value(self) -> str:
+        first = "" if self.first is None else str(self.first)
+        last = "" if self.last is None else str(self.last)
+        return f"bytes={first}-{last}"
+
+
+@dataclass(frozen=True, slots=True)
 class ListedObject:
     """One entry of a node's listing. ``name`` is the key as stored, not necessarily a valid ID."""
 
@@ -84,13 +118,15 @@ class StoredObject:
 
     ``whole_body`` is set instead of streaming when the object is small enough to have been read in
     one go (it then goes out to the client in one send). ``close`` must be awaited once the reader
-    is done (or gives up), to return the node connection.
+    is done (or gives up), to return the node connection. When a byte range was asked for,
+    ``content_range`` is the (start, end) the bytes cover, and ``info.size`` the whole object's.
     """
 
     info: ObjectInfo
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]
     whole_body: bytes | None = None
+    content_range: tuple[int, int] | None = None
 
 
 class ObjectStorage(Protocol):
@@ -117,8 +153,14 @@ class ObjectStorage(Protocol):
         """
         ...
 
-    async def get(self, node: Node, object_id: ObjectId) -> StoredObject:
-        """Open the object for reading. Raises ``ObjectNotFound`` when it does not exist."""
+    async def get(
+        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None = None
+    ) -> StoredObject:
+        """Open the object (or ``byte_range`` of it) for reading.
+
+        Raises ``ObjectNotFound`` when it does not exist, ``RangeNotSatisfiable`` when the range
+        lies beyond it. The bytes are the range's whether or not the node honours ranges.
+        """
         ...
 
     async def delete(self, node: Node, object_id: ObjectId) -> None:

@@ -59,9 +59,10 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Singleton(Settings.from_environ)
 
-    # The docker SDK is synchronous: discovery runs in a thread of its own.
+    # The docker SDK is synchronous: discovery runs in threads of its own, one listing the nodes,
+    # one opening the events stream, so that neither queues behind the other on a slow daemon.
     discovery_executor = providers.Resource(
-        _thread_pool, max_workers=1, thread_name_prefix="discovery"
+        _thread_pool, max_workers=2, thread_name_prefix="discovery"
     )
 
     docker_client = providers.Factory(
@@ -76,7 +77,10 @@ class Container(containers.DeclarativeContainer):
         executor=discovery_executor,
     )
     fleet = providers.Singleton(
-        Fleet, discovery=node_discovery, virtual_nodes=settings.provided.virtual_nodes
+        Fleet,
+        discovery=node_discovery,
+        virtual_nodes=settings.provided.virtual_nodes,
+        first_wait_seconds=settings.provided.docker_timeout_seconds,
     )
     fleet_watcher = providers.Singleton(
         FleetWatcher,

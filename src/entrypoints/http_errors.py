@@ -10,6 +10,7 @@ from domain.errors import (
     InvalidRequest,
     ObjectNotFound,
     PreconditionFailed,
+    RangeNotSatisfiable,
     ServiceUnavailable,
 )
 
@@ -35,6 +36,7 @@ STATUS_BY_ERROR: dict[type[GatewayError], int] = {
     InvalidRequest: 400,
     ObjectNotFound: 404,
     PreconditionFailed: 412,
+    RangeNotSatisfiable: 416,
     ServiceUnavailable: 503,
     GatewayError: 500,
 }
@@ -46,6 +48,9 @@ def status_for(error: GatewayError) -> int:
 
 
 def headers_for(error: GatewayError) -> dict[str, str]:
+    if isinstance(error, RangeNotSatisfiable):
+        size = "*" if error.object_size is None else str(error.object_size)
+        return {"Content-Range": f"bytes */{size}"}
     if isinstance(error, ServiceUnavailable):
         retry_after = error.retry_after_seconds or DEFAULT_RETRY_AFTER_SECONDS
         return {"Retry-After": str(math.ceil(retry_after))}

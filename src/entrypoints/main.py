@@ -3,9 +3,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from typing import Any
 
 import uvicorn
 
+from entrypoints.edge import EdgeLimits, guarded_protocol, raise_file_limit
 from entrypoints.observability import JsonLogFormatter
 from entrypoints.settings import Settings
 
@@ -35,6 +37,28 @@ def return_large_buffers_to_the_os() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the gateway, shared by ``serve`` and the tests' in-process server."""
+    limits = raise_file_limit(
+        EdgeLimits(
+            max_head_bytes=settings.max_request_head_bytes,
+            head_timeout_seconds=settings.request_head_timeout_seconds,
+            max_connections=settings.max_connections,
+        ),
+        # Node pools: a PUT holds two connections to its node; a typical fleet, not a bound.
+        node_connections=2 * settings.node_max_in_flight * 8,
+    )
+    return {
+        "http": guarded_protocol(limits),
+        "timeout_keep_alive": settings.keep_alive_timeout_seconds,
+        # The gateway logs one JSON line per request itself, with more in it than uvicorn's.
+        "access_log": False,
+        "log_config": None,
+        # Nothing here reads X-Forwarded-*; skipping uvicorn's middleware for it saves a layer.
+        "proxy_headers": False,
+    }
+
+
 def serve() -> None:
     """Run the gateway with uvicorn (``object-gateway`` without a command)."""
     return_large_buffers_to_the_os()
@@ -48,14 +72,10 @@ def serve() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        # The gateway logs one JSON line per request itself, with more in it than uvicorn's.
-        access_log=False,
-        log_config=None,
-        # Nothing here reads X-Forwarded-*; skipping uvicorn's middleware for it saves a layer.
-        proxy_headers=False,
         # One process: the upload memory budget, the fleet view, the breakers and the metrics are
         # all per process; several workers would each keep their own (and split the metrics).
         workers=1,
+        **server_options(settings),
     )
 
 

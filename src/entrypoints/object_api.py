@@ -30,9 +30,17 @@ from domain.errors import (
     IncompleteBody,
     InvalidObjectId,
     InvalidRequest,
+    PreconditionFailed,
 )
 from domain.ports import ObjectInfo, StoredObject
 from entrypoints.http_errors import RouteNotFound, headers_for, status_for
+from entrypoints.http_semantics import (
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    parse_range,
+    read_precondition,
+    write_condition,
+)
 from entrypoints.observability import RequestFacts
 
 __all__ = [
@@ -96,12 +104,13 @@ class ObjectApi:
             if method == "PUT":
                 await self._put(scope, receive, response, object_id, facts)
             elif method == "GET":
-                await self._get(receive, response, object_id, facts)
+                await self._get(scope, receive, response, object_id, facts)
             elif method == "HEAD":
-                headers = await self._use_cases.head(object_id)
-                facts.node, facts.from_fallback = headers.node.name, headers.from_fallback
-                await response.start(200, _object_headers(headers.info))
-                await response.finish(b"")
+                found = await self._use_cases.head(object_id)
+                facts.node, facts.from_fallback = found.node.name, found.from_fallback
+                if not await _answered_by_precondition(_headers_of(scope), found.info, response):
+                    await response.start(200, _object_headers(found.info))
+                    await response.finish(b"")
             elif method == "DELETE":
                 asked = await self._use_cases.delete(object_id)
                 facts.node = asked[0].name
@@ -150,6 +159,7 @@ class ObjectApi:
             _request_body(receive, self._body_read_timeout, self._max_body_bytes),
             length,
             _content_type(headers),
+            write_condition(headers),
         )
         facts.node = outcome.node.name
         etag = f'"{outcome.info.etag}"'.encode()
@@ -164,16 +174,33 @@ class ObjectApi:
 
     async def _get(
         self,
+        scope: Scope,
         receive: Receive,
         response: _Response,
         object_id: str,
         facts: RequestFacts,
     ) -> None:
-        retrieved = await self._use_cases.get(object_id)
+        headers = _headers_of(scope)
+        # With If-Range the client wants the whole object unless its copy is current; sending the
+        # whole object is always correct, so that case is not optimised.
+        byte_range = None if b"if-range" in headers else parse_range(headers.get(b"range"))
+        retrieved = await self._use_cases.get(object_id, byte_range)
         facts.node, facts.from_fallback = retrieved.node.name, retrieved.from_fallback
         stored = retrieved.stored
         try:
-            await response.start(200, _object_headers(stored.info))
+            if await _answered_by_precondition(headers, stored.info, response):
+                return
+            if stored.content_range is None:
+                await response.start(200, _object_headers(stored.info))
+            else:
+                start, end = stored.content_range
+                await response.start(
+                    206,
+                    [
+                        *_object_headers(stored.info, length=end - start + 1),
+                        (b"content-range", b"bytes %d-%d/%d" % (start, end, stored.info.size)),
+                    ],
+                )
             if stored.whole_body is not None:
                 await response.finish(stored.whole_body)
             else:
@@ -289,11 +316,35 @@ def _http_date(moment: datetime) -> bytes:
     return format_datetime(moment, usegmt=True).encode()
 
 
-def _object_headers(info: ObjectInfo) -> list[tuple[bytes, bytes]]:
+async def _answered_by_precondition(
+    headers: dict[bytes, bytes], info: ObjectInfo, response: _Response
+) -> bool:
+    """Answer 304 (or raise for 412) when the request's conditions say so; False otherwise."""
+    verdict = read_precondition(headers, info)
+    if verdict is None:
+        return False
+    if verdict == PRECONDITION_FAILED:
+        raise PreconditionFailed(
+            "the object does not meet the request's If-Match/-Unmodified-Since"
+        )
+    await response.start(NOT_MODIFIED, _validators(info))
+    await response.finish(b"")
+    return True
+
+
+def _validators(info: ObjectInfo) -> list[tuple[bytes, bytes]]:
+    headers = [(b"etag", f'"{info.etag}"'.encode("latin-1"))]
+    if info.last_modified is not None:
+        headers.append((b"last-modified", _http_date(info.last_modified)))
+    return headers
+
+
+def _object_headers(info: ObjectInfo, length: int | None = None) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"content-type", info.content_type.encode("latin-1")),
-        (b"content-length", b"%d" % info.size),
+        (b"content-length", b"%d" % (info.size if length is None else length)),
         (b"etag", f'"{info.etag}"'.encode("latin-1")),
+        (b"accept-ranges", b"bytes"),
     ]
     if info.last_modified is not None:
         headers.append((b"last-modified", _http_date(info.last_modified)))

@@ -88,7 +88,35 @@ _OBJECT_HEADERS: dict[str, OpenAPIHeader | Reference] = {
     "Content-Length": _header("The object's size in bytes.", OpenAPIType.INTEGER),
     "ETag": _header("The object's entity tag, quoted."),
     "Last-Modified": _header("When the object was stored."),
+    "Accept-Ranges": _header("bytes"),
 }
+_VALIDATORS: dict[str, OpenAPIHeader | Reference] = {
+    "ETag": _OBJECT_HEADERS["ETag"],
+    "Last-Modified": _OBJECT_HEADERS["Last-Modified"],
+}
+_PRECONDITION_FAILED = _error(
+    "If-Match or If-Unmodified-Since does not hold, or for a PUT If-None-Match: * finds an "
+    "object (precondition_failed)."
+)
+
+
+def _header_parameter(name: str, description: str) -> Parameter:
+    return Parameter(
+        name=name,
+        param_in="header",
+        required=False,
+        description=description,
+        schema=Schema(type=OpenAPIType.STRING),
+    )
+
+
+_RANGE = _header_parameter("Range", "One byte range, `bytes=first-last`; others are ignored.")
+_READ_CONDITIONS: list[Parameter | Reference] = [
+    _header_parameter("If-None-Match", "304 when the object's ETag is among these."),
+    _header_parameter("If-Modified-Since", "304 when not modified since."),
+    _header_parameter("If-Match", "412 unless the object's ETag is among these."),
+    _header_parameter("If-Unmodified-Since", "412 when modified since."),
+]
 
 
 def _object_path_item() -> PathItem:
@@ -103,6 +131,18 @@ def _object_path_item() -> PathItem:
         },
     )
     stored = OpenAPIMediaType(schema=_ref(_STORED))
+    partial = OpenAPIResponse(
+        description="The bytes of the range asked for.",
+        headers={
+            **_OBJECT_HEADERS,
+            "Content-Range": _header("bytes first-last/size"),
+        },
+        content=found.content,
+    )
+    not_modified = OpenAPIResponse(
+        description="The client's copy is current (If-None-Match, If-Modified-Since).",
+        headers=_VALIDATORS,
+    )
     not_found = _error("Nothing is stored under this ID (object_not_found).")
     return PathItem(
         parameters=[
@@ -122,18 +162,44 @@ def _object_path_item() -> PathItem:
         get=Operation(
             summary="Read an object",
             operation_id="GetObject",
-            description="Streams the object back from the node that owns its ID.",
-            responses={"200": found, "400": _INVALID, "404": not_found, "503": _UNAVAILABLE},
+            description="Streams the object back from the node that owns its ID (or from a node "
+            "that held it before membership changed). A single byte range is honoured; "
+            "conditional requests are evaluated against the object's ETag and Last-Modified.",
+            parameters=[_RANGE, *_READ_CONDITIONS],
+            responses={
+                "200": found,
+                "206": partial,
+                "304": not_modified,
+                "400": _INVALID,
+                "404": not_found,
+                "412": _PRECONDITION_FAILED,
+                "416": _error("The range lies beyond the object (range_not_satisfiable)."),
+                "503": _UNAVAILABLE,
+            },
         ),
         head=Operation(
             summary="Read an object's headers",
             operation_id="HeadObject",
             description="GET's status and headers, without the body.",
+            parameters=_READ_CONDITIONS,
             responses={
                 "200": OpenAPIResponse(description="The object exists.", headers=_OBJECT_HEADERS),
+                "304": OpenAPIResponse(description="Not modified.", headers=_VALIDATORS),
                 "400": OpenAPIResponse(description="Invalid ID."),
                 "404": OpenAPIResponse(description="Nothing is stored under this ID."),
+                "412": OpenAPIResponse(description="A precondition does not hold."),
                 "503": OpenAPIResponse(description="The ID's node cannot be asked."),
+            },
+        ),
+        delete=Operation(
+            summary="Delete an object",
+            operation_id="DeleteObject",
+            description="Removes the object from its owner and from every node a read would look "
+            "on. 204 whether or not anything was stored.",
+            responses={
+                "204": OpenAPIResponse(description="Nothing is stored under the ID any more."),
+                "400": _INVALID,
+                "503": _UNAVAILABLE,
             },
         ),
         put=Operation(
@@ -145,6 +211,10 @@ def _object_path_item() -> PathItem:
                 f"{MAX_CONTENT_TYPE_LENGTH} characters) is stored and returned by GET. Writes are "
                 "atomic: a failed or interrupted upload leaves the previous object as it was."
             ),
+            parameters=[
+                _header_parameter("If-None-Match", "`*`: store only if nothing is stored yet."),
+                _header_parameter("If-Match", "Replace only the object with this ETag."),
+            ],
             request_body=RequestBody(
                 required=True,
                 content={
@@ -168,6 +238,7 @@ def _object_path_item() -> PathItem:
                     "Invalid ID (invalid_object_id), a malformed Content-Type or Content-Length "
                     "(invalid_request), or a body that ended early or stalled (incomplete_body)."
                 ),
+                "412": _PRECONDITION_FAILED,
                 "413": _error("The body exceeds GATEWAY_MAX_BODY_BYTES (body_too_large)."),
                 "503": _UNAVAILABLE,
             },

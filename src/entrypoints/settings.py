@@ -55,6 +55,14 @@ class Settings:
     download_chunk_bytes: int = 256 * 1024
     # Largest accepted PUT body; unset means unlimited.
     max_body_bytes: int | None = None
+    # The request line and headers together; beyond it, 431 (nginx: 4 buffers of 8 KiB).
+    max_request_head_bytes: int = 32 * 1024
+    # From a connection's first byte (or its opening) to the end of the request head; else 408.
+    request_head_timeout_seconds: float = 20.0
+    # An idle kept-alive connection is closed after this long.
+    keep_alive_timeout_seconds: float = 15.0
+    # Connections open at once; beyond it, 503 at once (the file limit is raised to fit).
+    max_connections: int = 1000
     # How long a client may leave an upload without sending, or a download without reading.
     body_read_timeout_seconds: float = 60.0
     body_send_timeout_seconds: float = 60.0

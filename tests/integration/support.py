@@ -26,6 +26,7 @@ from testcontainers.core.container import DockerContainer
 
 from entrypoints.app import create_app
 from entrypoints.container import Container
+from entrypoints.main import server_options
 from entrypoints.settings import Settings
 
 DEFAULT_MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
@@ -151,7 +152,12 @@ class GatewayServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(container), log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            create_app(container),
+            log_level="warning",
+            lifespan="on",
+            **server_options(container.settings()),
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True

@@ -58,9 +58,9 @@ def test_a_missing_object_asks_the_owner_and_two_successors_then_is_404() -> Non
     asked: list[str] = []
     original = gateway.storage.get
 
-    async def counting_get(node, object_id):  # type: ignore[no-untyped-def]
+    async def counting_get(node, object_id, byte_range=None):  # type: ignore[no-untyped-def]
         asked.append(node.name)
-        return await original(node, object_id)
+        return await original(node, object_id, byte_range)
 
     gateway.storage.get = counting_get  # type: ignore[method-assign]
     with pytest.raises(ObjectNotFound):

@@ -1,0 +1,171 @@
+"""Limits at the edge that uvicorn does not have: request-head size and time, and a connection cap.
+
+uvicorn (with httptools) accepts request heads of any size and waits forever for one to finish,
+and keeps connections that never send a byte. A subclass of its protocol closes those gaps, each
+answered the way a client can act on (431, 408, 503) and logged, never a silent failure:
+
+- a request head larger than ``max_head_bytes`` gets 431 as soon as the excess arrives, without
+  buffering what lies beyond;
+- a head not complete ``head_timeout_seconds`` after its first byte (or after the connection was
+  opened) gets 408 (slowloris);
+- connections beyond ``max_connections`` get 503 at once. The process's file limit is raised at
+  start-up to what the cap needs, so accepting never fails for lack of descriptors.
+
+Idle keep-alive connections are closed by uvicorn's own ``timeout_keep_alive``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["EdgeLimits", "guarded_protocol", "raise_file_limit"]
+
+logger = logging.getLogger("gateway.edge")
+
+_REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+# Descriptors beyond the client connections: node connections, the Docker socket, logs, imports.
+_SPARE_DESCRIPTORS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    max_head_bytes: int
+    head_timeout_seconds: float
+    max_connections: int
+
+
+def raise_file_limit(limits: EdgeLimits, node_connections: int) -> EdgeLimits:
+    """Raise the soft file limit to what the caps need; lower the connection cap if it cannot be.
+
+    Every client connection may hold a node connection besides its own, and the nodes' pools hold
+    up to ``node_connections`` more.
+    """
+    needed = 2 * limits.max_connections + node_connections + _SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft < ceiling:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    if ceiling >= needed:
+        return limits
+    affordable = max(1, (ceiling - node_connections - _SPARE_DESCRIPTORS) // 2)
+    logger.warning(
+        "the file limit (hard %d) allows %d connections, not %d: capping at %d",
+        hard,
+        affordable,
+        limits.max_connections,
+        affordable,
+    )
+    return EdgeLimits(limits.max_head_bytes, limits.head_timeout_seconds, affordable)
+
+
+def _refusal(status: int, error: str, detail: str, retry_after: int | None = None) -> bytes:
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    lines = [
+        b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
+        b"content-type: application/json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+    ]
+    if retry_after is not None:
+        lines.append(b"retry-after: %d" % retry_after)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class _GuardedHttpToolsProtocol(HttpToolsProtocol):
+    limits: ClassVar[EdgeLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refused = False
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self._refused = True
+            self.transport = transport
+            self._refuse(
+                503,
+                "too_many_connections",
+                f"the gateway already has {self.limits.max_connections} connections open",
+                retry_after=1,
+            )
+            return
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        if not self._refused:
+            super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._in_head
+            and self._head_bytes > self.limits.max_head_bytes
+            and not self.transport.is_closing()
+        ):
+            self._refuse(
+                431,
+                "request_head_too_large",
+                f"the request line and headers exceed {self.limits.max_head_bytes} bytes",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._start_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def _start_head_timer(self) -> None:
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(
+            self.limits.head_timeout_seconds, self._head_timed_out
+        )
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._refuse(
+                408,
+                "request_head_timeout",
+                f"no complete request head within {self.limits.head_timeout_seconds:g} seconds",
+            )
+
+    def _refuse(self, status: int, error: str, detail: str, retry_after: int | None = None) -> None:
+        peer = self.transport.get_extra_info("peername")
+        logger.warning("%d %s from %s: %s", status, error, peer, detail)
+        self.transport.write(_refusal(status, error, detail, retry_after))
+        self.transport.close()
+
+
+def guarded_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with these limits (uvicorn takes the class as ``http``)."""
+    return type("GuardedHttpToolsProtocol", (_GuardedHttpToolsProtocol,), {"limits": limits})

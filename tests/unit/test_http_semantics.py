@@ -1,0 +1,126 @@
+"""Range and conditional requests, against in-memory fakes."""
+
+import pytest
+from litestar.testing import TestClient
+
+from domain.ports import ByteRange
+from entrypoints.http_semantics import parse_range
+from tests.unit.conftest import Harness
+
+BODY = bytes(range(256)) * 40  # 10,240 bytes
+
+
+@pytest.fixture
+def stored(client: TestClient) -> dict[str, str]:
+    response = client.put("/object/ranged", content=BODY, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 201
+    return dict(client.get("/object/ranged").headers)
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-9", 0, 9),
+        ("bytes=10000-", 10000, 10239),
+        ("bytes=-5", 10235, 10239),
+        ("bytes=100-99999", 100, 10239),
+    ],
+)
+def test_a_single_range_is_206_with_exactly_those_bytes(
+    client: TestClient, stored: dict[str, str], header: str, start: int, end: int
+) -> None:
+    response = client.get("/object/ranged", headers={"Range": header})
+    assert response.status_code == 206
+    assert response.content == BODY[start : end + 1]
+    assert response.headers["content-range"] == f"bytes {start}-{end}/{len(BODY)}"
+    assert response.headers["content-length"] == str(end - start + 1)
+    assert response.headers["accept-ranges"] == "bytes"
+
+
+def test_a_range_beyond_the_object_is_416_with_its_size(
+    client: TestClient, stored: dict[str, str]
+) -> None:
+    response = client.get("/object/ranged", headers={"Range": "bytes=20000-"})
+    assert response.status_code == 416
+    assert response.headers["content-range"] == f"bytes */{len(BODY)}"
+    assert response.json()["error"] == "range_not_satisfiable"
+
+
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "items=0-5", "bytes=5-1", "bytes=-"])
+def test_ranges_that_cannot_be_served_as_one_are_ignored(
+    client: TestClient, stored: dict[str, str], header: str
+) -> None:
+    response = client.get("/object/ranged", headers={"Range": header})
+    assert response.status_code == 200
+    assert response.content == BODY
+
+
+def test_get_and_head_carry_etag_last_modified_and_accept_ranges(
+    client: TestClient, stored: dict[str, str]
+) -> None:
+    head = client.head("/object/ranged")
+    assert head.status_code == 200
+    for name in ("etag", "last-modified", "accept-ranges", "content-length", "content-type"):
+        assert head.headers[name] == stored[name]
+    assert stored["content-type"] == "text/plain"
+
+
+def test_if_none_match_with_the_current_etag_is_304_without_a_body(
+    client: TestClient, stored: dict[str, str]
+) -> None:
+    for method in ("GET", "HEAD"):
+        response = client.request(
+            method, "/object/ranged", headers={"If-None-Match": stored["etag"]}
+        )
+        assert response.status_code == 304
+        assert response.content == b""
+        assert response.headers["etag"] == stored["etag"]
+    other = client.get("/object/ranged", headers={"If-None-Match": '"somethingelse"'})
+    assert other.status_code == 200
+    assert client.get("/object/ranged", headers={"If-None-Match": "*"}).status_code == 304
+
+
+def test_if_modified_since_is_304_unless_modified_after(
+    client: TestClient, stored: dict[str, str]
+) -> None:
+    same = client.get("/object/ranged", headers={"If-Modified-Since": stored["last-modified"]})
+    assert same.status_code == 304
+    older = client.get(
+        "/object/ranged", headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}
+    )
+    assert older.status_code == 200
+
+
+def test_if_match_that_does_not_match_is_412(client: TestClient, stored: dict[str, str]) -> None:
+    response = client.get("/object/ranged", headers={"If-Match": '"notthisone"'})
+    assert response.status_code == 412
+    assert response.json()["error"] == "precondition_failed"
+    assert client.get("/object/ranged", headers={"If-Match": stored["etag"]}).status_code == 200
+
+
+def test_a_put_with_if_none_match_star_creates_only(client: TestClient, harness: Harness) -> None:
+    first = client.put("/object/once", content=b"1", headers={"If-None-Match": "*"})
+    assert first.status_code == 201
+    second = client.put("/object/once", content=b"2", headers={"If-None-Match": "*"})
+    assert second.status_code == 412
+    assert client.get("/object/once").content == b"1"
+
+
+def test_a_put_with_if_match_replaces_only_that_version(client: TestClient) -> None:
+    etag = client.put("/object/versioned", content=b"1").headers["etag"]
+    stale = client.put("/object/versioned", content=b"x", headers={"If-Match": '"old"'})
+    assert stale.status_code == 412
+    assert client.get("/object/versioned").content == b"1"
+    fresh = client.put("/object/versioned", content=b"2", headers={"If-Match": etag})
+    assert fresh.status_code == 200
+    assert client.get("/object/versioned").content == b"2"
+
+
+def test_range_headers_parse_as_rfc_9110_single_ranges() -> None:
+    assert parse_range(b"bytes=0-0") == ByteRange(0, 0)
+    assert parse_range(b"bytes=-1") == ByteRange(None, 1)
+    assert parse_range(b"bytes=7-") == ByteRange(7, None)
+    assert parse_range(None) is None
+    assert parse_range(b"bytes=1-2, 4-5") is None
+    assert ByteRange(None, 0).resolve(10) is None
+    assert ByteRange(0, None).resolve(0) is None
