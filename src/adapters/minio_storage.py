@@ -153,7 +153,9 @@ class MinioObjectStorage:
         settings = self._settings
         headers = None if byte_range is None else {"Range": byte_range.header_value()}
         response = await self._request(node, "GET", object_id.value, headers=headers)
-        # Nodes that ignore Range answer 200 with the whole object: the range is then cut here.
+        # Nodes answer a range three ways: 206 with Content-Range (MinIO), 200 with Content-Range
+        # and only those bytes (rclone), or 200 with the whole object (servers that ignore Range),
+        # which is then cut here.
         skip, keep = 0, -1
         try:
             if response.status == 416:
@@ -165,8 +167,8 @@ class MinioObjectStorage:
             info = _info_from(response.headers)
             sent = info.size  # what the node's body holds
             content_range: tuple[int, int] | None = None
-            if response.status == 206:
-                start, end, total = _content_range(response.headers.get("Content-Range", ""))
+            if byte_range is not None and "Content-Range" in response.headers:
+                start, end, total = _content_range(response.headers["Content-Range"])
                 info = ObjectInfo(total, info.content_type, info.etag, info.last_modified)
                 content_range = (start, end)
             elif byte_range is not None:

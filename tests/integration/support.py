@@ -211,21 +211,32 @@ class DockerSocketProxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
-        """The daemon becomes unreachable: no new connections, and open ones (events) break."""
+        """The daemon becomes unreachable: new connections are dropped, open ones (events) break."""
         self._cut = True
-        self._listener.close()
         with self._lock:
             for connection in self._connections:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
                 connection.close()
+            self._connections.clear()
+
+    def restore(self) -> None:
+        """The daemon is back."""
+        self._cut = False
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
 
     def _accept(self) -> None:
-        while not self._cut:
+        while True:
             try:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._cut:
+                client.close()
+                continue
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(self._socket_path)
             with self._lock:

@@ -2,7 +2,6 @@
 
 import logging
 import os
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -13,7 +12,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.support import (
-    DockerSocketProxy,
     GatewayServer,
     StorageNode,
     new_run_marker,
@@ -101,42 +99,6 @@ def test_a_node_that_stops_answering_fails_fast_once_its_breaker_opens(
         )
         for object_id in on_hung:
             assert http.get(f"/object/{object_id}").content == object_id.encode()
-
-
-def test_with_docker_unreachable_after_start_up_requests_go_on_and_readiness_says_degraded(
-    nodes: list[StorageNode], run_marker: str
-) -> None:
-    proxy = DockerSocketProxy()
-    server = GatewayServer.for_marker(run_marker, discovery_resync_seconds=300)
-    server.use_docker_at(proxy.base_url)
-    with server, httpx.Client(base_url=server.base_url, timeout=30) as http:
-        assert http.put("/object/steady", content=b"steady").status_code in (200, 201)
-        wait_for(lambda: http.get("/health/ready").status_code == 200, 5, "readiness")
-
-        # Steady traffic costs the Docker daemon nothing: no API request per gateway request.
-        before = len(proxy.request_lines)
-        for _ in range(100):
-            assert http.get("/object/steady").content == b"steady"
-        assert len(proxy.request_lines) == before
-
-        # Everything the gateway asked is a read the socket-proxy profile lets through.
-        allowed = re.compile(rb"(GET|HEAD) /(v[0-9.]+/)?(_ping|version|containers/.*|events.*) ")
-        assert proxy.request_lines
-        assert all(allowed.fullmatch(line + b" ") for line in proxy.request_lines), (
-            proxy.request_lines
-        )
-
-        proxy.cut()
-        wait_for(
-            lambda: http.get("/health/ready").json()["discovery"]["state"] == "degraded",
-            10,
-            "readiness to report the degraded discovery",
-        )
-        assert http.put("/object/steady", content=b"still").status_code == 200
-        assert http.get("/object/steady").content == b"still"
-        ready = http.get("/health/ready").json()
-        assert ready["discovery"]["last_error"]
-        assert len(ready["nodes"]) == len(nodes)
 
 
 def test_metrics_move_and_the_access_log_carries_the_echoed_request_id(

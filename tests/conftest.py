@@ -1,3 +1,8 @@
+"""Fixtures shared by the integration and reliability tests: real nodes and a real gateway.
+
+Unit tests use none of them (they have their own in tests/unit/conftest.py).
+"""
+
 import os
 from collections.abc import Iterator
 
