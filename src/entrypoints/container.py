@@ -9,6 +9,7 @@ from dependency_injector import containers, providers
 
 from adapters.docker_discovery import DockerNodeDiscovery
 from adapters.minio_storage import MinioObjectStorage, MinioSettings
+from adapters.swarm_discovery import SwarmNodeDiscovery
 from adapters.upload_budget import UploadBudget
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
@@ -68,13 +69,26 @@ class Container(containers.DeclarativeContainer):
     docker_client = providers.Factory(
         docker.from_env, timeout=settings.provided.docker_timeout_seconds
     )
-    node_discovery = providers.Resource(
-        _closing,
-        DockerNodeDiscovery,
-        client_factory=docker_client.provider,
-        name_marker=settings.provided.node_name_marker,
-        node_port=settings.provided.node_port,
-        executor=discovery_executor,
+    # GATEWAY_DISCOVERY picks where the nodes are found: this daemon's containers, or a swarm.
+    node_discovery = providers.Selector(
+        settings.provided.discovery,
+        docker=providers.Resource(
+            _closing,
+            DockerNodeDiscovery,
+            client_factory=docker_client.provider,
+            name_marker=settings.provided.node_name_marker,
+            node_port=settings.provided.node_port,
+            executor=discovery_executor,
+        ),
+        swarm=providers.Resource(
+            _closing,
+            SwarmNodeDiscovery,
+            client_factory=docker_client.provider,
+            name_marker=settings.provided.node_name_marker,
+            node_port=settings.provided.node_port,
+            executor=discovery_executor,
+            task_poll_seconds=settings.provided.swarm_task_poll_seconds,
+        ),
     )
     fleet = providers.Singleton(
         Fleet,

@@ -11,6 +11,7 @@ from domain.hash_ring import DEFAULT_VIRTUAL_NODES
 __all__ = ["ENV_PREFIX", "Settings"]
 
 ENV_PREFIX = "GATEWAY_"
+DISCOVERY_KINDS = ("docker", "swarm")
 MiB = 1024 * 1024
 
 
@@ -25,8 +26,14 @@ class Settings:
     host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container must listen on every interface
     port: int = 3000
     log_level: str = "INFO"
-    # Containers whose name contains this are storage nodes.
+    # Where nodes are found: "docker" (this daemon's containers) or "swarm" (a swarm's services,
+    # from a manager).
+    discovery: str = "docker"
+    # Containers (or swarm services) whose name contains this are storage nodes.
     node_name_marker: str = "amazin-object-storage-node"
+    # Under swarm: how often the task listing is compared (other hosts' task changes are not in
+    # this daemon's events).
+    swarm_task_poll_seconds: float = 2.0
     node_port: int = 9000
     bucket: str = "objects"
     # Docker events keep the fleet current; a full re-listing also runs after this much quiet.
@@ -66,6 +73,13 @@ class Settings:
     # How long a client may leave an upload without sending, or a download without reading.
     body_read_timeout_seconds: float = 60.0
     body_send_timeout_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.discovery not in DISCOVERY_KINDS:
+            raise ValueError(
+                f"{env_variable('discovery')}={self.discovery!r} is not one of "
+                f"{', '.join(DISCOVERY_KINDS)}"
+            )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
