@@ -18,7 +18,13 @@ import requests
 from domain.errors import DiscoveryUnavailable
 from domain.node import Credentials, Node, NodeState
 
-__all__ = ["DockerEventFeed", "DockerNodeDiscovery", "credentials_from_env"]
+__all__ = [
+    "DockerEventFeed",
+    "DockerNodeDiscovery",
+    "credentials_from_env",
+    "open_event_stream",
+    "own_container_networks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,16 +89,7 @@ class DockerNodeDiscovery:
         return await loop.run_in_executor(self._executor, self._open_event_feed, loop)
 
     def _open_event_feed(self, loop: asyncio.AbstractEventLoop) -> DockerEventFeed:
-        # Its own client: the events stream holds its connection for as long as it runs.
-        try:
-            client = self._client_factory()
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise DiscoveryUnavailable(f"the Docker daemon cannot be reached: {exc}") from exc
-        try:
-            stream = client.events(decode=True, filters=_EVENT_FILTERS)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            client.close()
-            raise DiscoveryUnavailable(f"the Docker events stream failed: {exc}") from exc
+        client, stream = open_event_stream(self._client_factory, _EVENT_FILTERS)
         return DockerEventFeed(client, stream, self._name_marker, loop)
 
     def close(self) -> None:
@@ -126,13 +123,8 @@ class DockerNodeDiscovery:
         return self._client
 
     def _own_networks(self, client: docker.DockerClient) -> frozenset[str] | None:
-        """The networks of the gateway's own container, or None when it does not run in one."""
-        if not os.path.exists("/.dockerenv"):
-            return None
-        own = self._inspect(client, socket.gethostname())
-        if own is None:
-            return None
-        return frozenset(own["NetworkSettings"]["Networks"] or {})
+        networks = own_container_networks(client)
+        return None if networks is None else frozenset(networks)
 
     @staticmethod
     def _inspect(client: docker.DockerClient, container_id: str) -> dict[str, Any] | None:
@@ -179,6 +171,34 @@ class DockerNodeDiscovery:
             credentials=credentials,
             state=state,
         )
+
+
+def open_event_stream(
+    client_factory: Callable[[], docker.DockerClient], filters: Mapping[str, Any]
+) -> tuple[docker.DockerClient, Any]:
+    """A client of its own (the stream holds its connection as long as it runs) and the stream."""
+    try:
+        client = client_factory()
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise DiscoveryUnavailable(f"the Docker daemon cannot be reached: {exc}") from exc
+    try:
+        stream = client.events(decode=True, filters=dict(filters))
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        client.close()
+        raise DiscoveryUnavailable(f"the Docker events stream failed: {exc}") from exc
+    return client, stream
+
+
+def own_container_networks(client: docker.DockerClient) -> Mapping[str, Any] | None:
+    """The networks (by name) of the gateway's own container, or None when it runs in none."""
+    if not os.path.exists("/.dockerenv"):
+        return None
+    try:
+        own = client.api.inspect_container(socket.gethostname())
+    except docker.errors.NotFound:
+        return None
+    networks: Mapping[str, Any] = own["NetworkSettings"]["Networks"] or {}
+    return networks
 
 
 class DockerEventFeed:

@@ -527,21 +527,12 @@ class MinioObjectStorage:
         data: bytes | bytearray | AsyncIterator[bytes] | None = None,
         payload_hash: str = _EMPTY_SHA256,
     ) -> aiohttp.ClientResponse:
-        """``_send`` within the time to first byte (or ``timeout``)."""
-        if timeout is None:
-            # aiohttp's own read timeout bounds the wait for the first byte (and each read after
-            # it): no timer of our own on the hot path.
-            return await self._send(
-                node,
-                method,
-                key,
-                query=query,
-                headers=headers,
-                data=data,
-                payload_hash=payload_hash,
-            )
+        """``_send`` within the time to first byte, or within ``timeout`` overall."""
+        # Without ``timeout``, aiohttp's own read timeout bounds the wait for the first byte (and
+        # each read after it): no timer of our own on the hot path.
+        timer = contextlib.nullcontext() if timeout is None else asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with timer:
                 return await self._send(
                     node,
                     method,
@@ -550,7 +541,7 @@ class MinioObjectStorage:
                     headers=headers,
                     data=data,
                     payload_hash=payload_hash,
-                    timeout=self._no_read_timeout,
+                    timeout=None if timeout is None else self._no_read_timeout,
                 )
         except TimeoutError:
             raise NodeUnreachable(node.name, "it did not answer in time") from None

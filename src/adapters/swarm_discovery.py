@@ -19,8 +19,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -30,7 +28,11 @@ import docker
 import docker.errors
 import requests
 
-from adapters.docker_discovery import credentials_from_env
+from adapters.docker_discovery import (
+    credentials_from_env,
+    open_event_stream,
+    own_container_networks,
+)
 from domain.errors import DiscoveryUnavailable
 from domain.node import Node, NodeState
 
@@ -165,15 +167,7 @@ class SwarmNodeDiscovery:
             self._client = None
 
     def _open_feed(self, loop: asyncio.AbstractEventLoop) -> SwarmChangeFeed:
-        try:
-            client = self._client_factory()
-        except _FAILURES as exc:
-            raise DiscoveryUnavailable(f"the Docker daemon cannot be reached: {exc}") from exc
-        try:
-            stream = client.events(decode=True, filters=_EVENT_FILTERS)
-        except _FAILURES as exc:
-            client.close()
-            raise DiscoveryUnavailable(f"the Docker events stream failed: {exc}") from exc
+        client, stream = open_event_stream(self._client_factory, _EVENT_FILTERS)
         return SwarmChangeFeed(
             client,
             stream,
@@ -219,17 +213,14 @@ class SwarmNodeDiscovery:
         )
         return members, _fingerprint(marked, tasks)
 
-    def _own_networks(self, client: docker.DockerClient) -> frozenset[str] | None:
-        if not os.path.exists("/.dockerenv"):
+    @staticmethod
+    def _own_networks(client: docker.DockerClient) -> frozenset[str] | None:
+        # By name and by ID: a service's spec names its networks by ID, a task's attachments both.
+        networks = own_container_networks(client)
+        if networks is None:
             return None
-        try:
-            own = client.api.inspect_container(socket.gethostname())
-        except docker.errors.NotFound:
-            return None
-        networks = own["NetworkSettings"]["Networks"] or {}
-        return frozenset(networks) | {
-            n["NetworkID"] for n in networks.values() if n.get("NetworkID")
-        }
+        ids = {network["NetworkID"] for network in networks.values() if network.get("NetworkID")}
+        return frozenset(networks) | ids
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:

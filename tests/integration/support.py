@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import docker
@@ -83,6 +84,18 @@ class StorageNode:
     def start(self) -> None:
         self.wrapped.start()
         wait_until_ready(self)
+
+
+@contextlib.contextmanager
+def frozen(node: StorageNode) -> Iterator[None]:
+    """The node's process stops answering (SIGSTOP) while Docker still reports it running."""
+    node.wrapped.reload()
+    pid = node.wrapped.attrs["State"]["Pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def start_node(marker: str, index: int, legacy_key_names: bool = False) -> StorageNode:

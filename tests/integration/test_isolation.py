@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
@@ -22,7 +21,7 @@ from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
 from domain.node import Credentials, Node, NodeState
 from domain.object_id import ObjectId
-from tests.integration.support import GatewayServer, StorageNode
+from tests.integration.support import GatewayServer, StorageNode, frozen
 
 MiB = 1024 * 1024
 
@@ -32,18 +31,6 @@ def ids_by_node(http: httpx.Client, nodes: list[StorageNode], prefix: str) -> di
     for object_id in ids:
         assert http.put(f"/object/{object_id}", content=object_id.encode()).is_success
     return {node.name: sorted(node.object_names() & set(ids)) for node in nodes}
-
-
-@contextlib.contextmanager
-def frozen(node: StorageNode) -> Iterator[None]:
-    """The node's process stops answering while Docker still reports it running."""
-    node.wrapped.reload()
-    pid = node.wrapped.attrs["State"]["Pid"]
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def test_requests_to_other_nodes_complete_while_a_frozen_nodes_requests_are_pending(

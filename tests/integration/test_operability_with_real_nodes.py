@@ -1,11 +1,7 @@
 """Event-driven discovery, fast failure, degraded discovery and observability, with real nodes."""
 
 import logging
-import os
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -14,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.support import (
     GatewayServer,
     StorageNode,
+    frozen,
     new_run_marker,
     start_node,
     wait_for,
@@ -49,18 +46,6 @@ def test_a_node_started_after_the_gateway_is_used_within_two_seconds() -> None:
         for node in nodes:
             node.container.stop()
             node.container.get_docker_client().client.close()
-
-
-@contextmanager
-def frozen(node: StorageNode) -> Iterator[None]:
-    """The node's process stops answering while Docker still reports it running."""
-    node.wrapped.reload()
-    pid = node.wrapped.attrs["State"]["Pid"]
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def test_a_node_that_stops_answering_fails_fast_once_its_breaker_opens(
