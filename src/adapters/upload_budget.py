@@ -8,12 +8,12 @@ __all__ = ["UploadBudget"]
 
 
 class UploadBudget:
-    """A process-wide limit on the bytes that uploads may hold in memory at once.
+    """A process-wide limit on the bytes that multipart uploads may hold in memory at once.
 
-    minio-py buffers a whole part (and copies it while signing), so memory per upload is bounded but
-    grows with the number of concurrent uploads. Each upload reserves what it will buffer before it
-    reads its body; uploads beyond the budget wait here, and their clients wait on TCP backpressure.
-    Waiters are served first come, first served, so a large reservation is never starved.
+    Uploads of unknown length (or over 5 GiB) go up in parts, each held whole while it is filled and
+    sent. An upload reserves a part's worth before filling one and gives it back once the part is
+    sent; uploads beyond the budget wait here, and their clients wait on TCP backpressure. Waiters
+    are served first come, first served, so a large reservation is never starved.
     """
 
     def __init__(self, capacity_bytes: int) -> None:
