@@ -91,6 +91,8 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        # When the current request head must be complete; None once it is.
+        self._head_deadline: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -107,7 +109,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        self._cancel_head_timer()
         if not self._refused:
             super().connection_lost(exc)
 
@@ -140,18 +142,29 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _start_head_timer(self) -> None:
-        self._stop_head_timer()
-        self._head_timer = self.loop.call_later(
-            self.limits.head_timeout_seconds, self._head_timed_out
-        )
+        # A deadline per request, one timer per connection: a kept-alive connection's requests
+        # only move the deadline, and the timer re-arms itself when it fires early.
+        self._head_deadline = self.loop.time() + self.limits.head_timeout_seconds
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
+        self._head_deadline = None
+
+    def _cancel_head_timer(self) -> None:
+        self._head_deadline = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None:
+            return
+        if self.loop.time() < deadline:
+            self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
+            return
         if self._in_head and not self.transport.is_closing():
             self._refuse(
                 408,
