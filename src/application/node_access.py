@@ -39,15 +39,7 @@ class NodeAccess:
                 f"it already has {self.limits.max_per_node} requests in flight",
                 retry_after_seconds=1,
             )
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.limits.leave(node.name)
-
-        return release
+        return _Slot(self.limits, node.name).release
 
     async def observe(self, node: Node, operation: Callable[[], Awaitable[_T]]) -> _T:
         """Run ``operation`` against ``node`` and tell its breaker how it went."""
@@ -73,3 +65,18 @@ class NodeAccess:
             return await self.observe(node, operation)
         finally:
             release()
+
+
+class _Slot:
+    """One request's place in its node's cap, given back once however often it is released."""
+
+    __slots__ = ("_limits", "_node_name")
+
+    def __init__(self, limits: InFlightLimits, node_name: str) -> None:
+        self._limits: InFlightLimits | None = limits
+        self._node_name = node_name
+
+    def release(self) -> None:
+        if self._limits is not None:
+            self._limits.leave(self._node_name)
+            self._limits = None

@@ -77,9 +77,11 @@ class HashRing:
 
     def owner(self, object_id: ObjectId) -> str:
         """The name of the node that holds ``object_id``."""
-        for name in self._walk(object_id):
-            return name
-        raise AssertionError("unreachable: _walk yields at least one name")
+        # The first step of ``_walk``, without a generator: this runs on every request.
+        if not self._positions:
+            raise NoNodesAvailable("no storage nodes are known")
+        start = bisect.bisect_right(self._positions, _position(object_id.value))
+        return self._sorted_names[self._node_at[start % len(self._positions)]]
 
     def preference_list(self, object_id: ObjectId, count: int | None = None) -> list[str]:
         """Distinct node names in ring order: the owner first, then its successors.
