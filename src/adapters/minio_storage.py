@@ -168,7 +168,7 @@ class MinioObjectStorage:
             sent = info.size  # what the node's body holds
             content_range: tuple[int, int] | None = None
             if byte_range is not None and "Content-Range" in response.headers:
-                start, end, total = _content_range(response.headers["Content-Range"])
+                start, end, total = _content_range(node, response.headers["Content-Range"])
                 info = ObjectInfo(total, info.content_type, info.etag, info.last_modified)
                 content_range = (start, end)
             elif byte_range is not None:
@@ -712,11 +712,11 @@ async def _gathered(body: AsyncIterator[bytes], length: int) -> bytearray:
     return data
 
 
-def _content_range(header: str) -> tuple[int, int, int]:
+def _content_range(node: Node, header: str) -> tuple[int, int, int]:
     """(start, end, total) of a ``Content-Range: bytes start-end/total`` header."""
     match = _CONTENT_RANGE.fullmatch(header.strip())
     if match is None:
-        raise ValueError(f"not a byte Content-Range: {header!r}")
+        raise NodeUnavailable(node.name, f"it answered a malformed Content-Range {header[:64]!r}")
     start, end, total = (int(group) for group in match.groups())
     return start, end, total
 

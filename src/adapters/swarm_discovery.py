@@ -298,6 +298,10 @@ class SwarmChangeFeed:
         threading.Thread(target=self._read, name="swarm-events", daemon=True).start()
 
     async def next_change(self, timeout_seconds: float) -> bool:
+        if self._last_fingerprint is None:
+            # The baseline right away (the watcher has just listed): a task change on another host
+            # before the first poll is then seen by it, not left to the resync.
+            await self._tasks_changed()
         deadline = self._loop.time() + timeout_seconds
         while (remaining := deadline - self._loop.time()) > 0:
             try:

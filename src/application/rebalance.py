@@ -54,13 +54,17 @@ _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 class Misplaced:
     """An object found on ``holder`` whose owner (under the target placement) is ``owner``."""
 
-    object_id: str
+    listed: ListedObject
     holder: str
     owner: str
-    size: int
-    etag: str
-    last_modified_iso: str | None
-    listed: ListedObject
+
+    @property
+    def object_id(self) -> str:
+        return self.listed.name
+
+    @property
+    def size(self) -> int:
+        return self.listed.size
 
 
 @dataclass
@@ -169,19 +173,7 @@ class Rebalance:
         if owner == node.name:
             plan.in_place += 1
             return
-        plan.misplaced.append(
-            Misplaced(
-                object_id=listed.name,
-                holder=node.name,
-                owner=owner,
-                size=listed.size,
-                etag=listed.etag,
-                last_modified_iso=(
-                    listed.last_modified.isoformat() if listed.last_modified else None
-                ),
-                listed=listed,
-            )
-        )
+        plan.misplaced.append(Misplaced(listed=listed, holder=node.name, owner=owner))
 
     async def execute(self, plan: RebalancePlan, reporter: RebalanceReporter) -> RebalanceSummary:
         summary = RebalanceSummary(unlisted_nodes=len(plan.unlisted))

@@ -246,7 +246,7 @@ class DeleteObject(_Reads):
     async def __call__(self, raw_object_id: str) -> list[Node]:
         object_id = ObjectId(raw_object_id)
         candidates = await self._candidates(object_id)
-        for node in candidates:
+        for node in candidates[1:]:  # the owner was checked with the candidates
             if not node.is_up:
                 raise NodeUnavailable(
                     node.name, "the node is not running, and it may hold a copy of this ID"

@@ -121,11 +121,9 @@ async def run_rebalance(
         if dry_run:
             for item in plan.misplaced:
                 reporter.planned_move(item.object_id, item.holder, item.owner, item.size)
-            summary = RebalanceSummary(unlisted_nodes=len(plan.unlisted))
             reporter.dry_run_done(plan)
-            return (
-                EXIT_OK if not plan.misplaced and summary.everything_in_place else EXIT_NOT_IN_PLACE
-            )
+            in_place = not plan.misplaced and not plan.unlisted
+            return EXIT_OK if in_place else EXIT_NOT_IN_PLACE
         summary = await rebalance.execute(plan, reporter)
         return EXIT_OK if summary.everything_in_place else EXIT_NOT_IN_PLACE
     finally:
@@ -205,6 +203,7 @@ class TerminalReporter(JsonLinesReporter):
             console=self._console,
         )
         self._task: TaskID | None = None
+        self._by_bytes = False
 
     def error(self, error: GatewayError) -> None:
         self._console.print(f"[red]error[/red]: {error.detail}")
