@@ -16,7 +16,8 @@ then prints:
       (PUT then GET) to IDs on the other nodes, and how the frozen node's requests were answered.
 All traffic goes to loopback or to the containers this script started; every loop is bounded.
 
-Usage: .venv/bin/python scripts/benchmark.py [--runs 3] [--seconds 5] [--skip-...]
+Usage: .venv/bin/python scripts/benchmark.py [--runs 3] [--seconds 5] [--workload LABEL]
+       [--skip-throughput] [--skip-memory] [--skip-frozen]
 Needs: a Docker daemon, wrk, curl and nginx (Debian's nginx-light) on PATH.
 """
 
@@ -297,7 +298,13 @@ def wrk(
 
 
 def throughput(
-    gateway: Gateway, nginx: Nginx, nodes: Nodes, runs: int, seconds: int, workdir: Path
+    gateway: Gateway,
+    nginx: Nginx,
+    nodes: Nodes,
+    runs: int,
+    seconds: int,
+    workdir: Path,
+    only: list[str],
 ) -> None:
     direct_base = f"http://{nodes.ip(0)}:9000"
     sides = {
@@ -324,6 +331,8 @@ def throughput(
         ("GET 16 MiB", "GET", 0, 16, 8, False),
     )
     for label, method, body_size, count, connections, fresh in workloads:
+        if only and not any(wanted.lower() in label.lower() for wanted in only):
+            continue
         size = body_size or (16 * MiB if "16 MiB" in label else KiB)
         results: dict[str, list[float]] = {side: [] for side in sides}
         failures: Counter[str] = Counter()
@@ -578,6 +587,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--workload",
+        action="append",
+        default=[],
+        help="run only the throughput workloads whose label contains this (repeatable)",
+    )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-frozen", action="store_true")
     args = parser.parse_args()
@@ -595,7 +610,9 @@ def main() -> None:
                 gateway = Gateway(marker, workdir)
                 nginx = Nginx(nodes, workdir)
                 try:
-                    throughput(gateway, nginx, nodes, args.runs, args.seconds, workdir)
+                    throughput(
+                        gateway, nginx, nodes, args.runs, args.seconds, workdir, args.workload
+                    )
                     print(
                         f"gateway RSS after the throughput runs: {gateway.rss_kib() / 1024:.0f} MiB"
                     )
