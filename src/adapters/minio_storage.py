@@ -24,23 +24,21 @@ import contextlib
 import functools
 import hashlib
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import NoReturn
 from urllib.parse import SplitResult, urlunsplit
 
 import aiohttp
-from minio.credentials.credentials import Credentials as SigningCredentials
 from minio.datatypes import Object as S3Object
 from minio.helpers import md5sum_hash, queryencode
-from minio.signer import sign_v4_s3
-from minio.time import from_http_header, to_amz_date
+from minio.time import from_http_header
 from minio.xml import Element, SubElement, findall, findtext, getbytes
 from yarl import URL
 
+from adapters.s3_signing import signed_headers
 from adapters.upload_budget import UploadBudget
 from domain.errors import (
     GatewayError,
@@ -61,7 +59,6 @@ __all__ = ["MAX_SINGLE_PUT_BYTES", "MinioObjectStorage", "MinioSettings"]
 MiB = 1024 * 1024
 # S3 refuses a single PUT above 5 GiB; beyond it only multipart uploads work.
 MAX_SINGLE_PUT_BYTES = 5 * 1024 * MiB
-_REGION = "us-east-1"  # MinIO's default; naming it also saves a GetBucketLocation round trip
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -574,28 +571,20 @@ class MinioObjectStorage:
             else ""
         )
         url = SplitResult("http", endpoint, path, query_string, "")
-        date, amz_date = _signing_time()
-        signed = sign_v4_s3(
+        credentials = node.credentials
+        signed = signed_headers(
             method=method,
             url=url,
-            region=_REGION,
-            headers={
-                **(headers or {}),
-                "Host": endpoint,
-                "x-amz-date": amz_date,
-                "x-amz-content-sha256": payload_hash,
-            },
-            credentials=SigningCredentials(
-                node.credentials.access_key, node.credentials.secret_key
-            ),
-            content_sha256=payload_hash,
-            date=date,
+            headers=headers or {},
+            access_key=credentials.access_key,
+            secret_key=credentials.secret_key,
+            payload_hash=payload_hash,
         )
         try:
             return await self._http().request(
                 method,
                 URL(urlunsplit(url), encoded=True),
-                headers=signed,  # type: ignore[arg-type]  # str values: the signer adds one
+                headers=signed,
                 data=data,
                 timeout=timeout or self._first_byte_timeout,
             )
@@ -796,17 +785,6 @@ def _node_key(node: Node) -> _NodeKey:
 
 def _etag_of(response: aiohttp.ClientResponse) -> str:
     return response.headers.get("ETag", "").strip('"')
-
-
-@functools.lru_cache(maxsize=1)
-def _signing_time_at(second: int) -> tuple[datetime, str]:
-    date = datetime.fromtimestamp(second, UTC)
-    return date, to_amz_date(date)
-
-
-def _signing_time() -> tuple[datetime, str]:
-    """Now, to the second (all SigV4 keeps), and its x-amz-date form: formatted once a second."""
-    return _signing_time_at(int(time.time()))
 
 
 @functools.lru_cache(maxsize=4096)
