@@ -105,6 +105,8 @@ def test_each_request_logs_one_json_line_with_its_facts(
     line = json.loads(JsonLogFormatter().format(record))
     assert line["request_id"] == "req-42"
     assert line["method"] == "PUT"
+    assert line["path"] == "/object/abc"
+    assert line["message"] == "PUT /object/abc 201"
     assert line["object_id"] == "abc"
     assert line["node"] in {"node-1", "node-2", "node-3"}
     assert line["status"] == 201
