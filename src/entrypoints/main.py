@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 from typing import Any
 
 import uvicorn
 
+from entrypoints.app import create_app
 from entrypoints.edge import EdgeLimits, guarded_protocol, raise_file_limit
 from entrypoints.observability import JsonLogFormatter
 from entrypoints.settings import Settings
@@ -14,6 +16,8 @@ from entrypoints.settings import Settings
 __all__ = ["serve"]
 
 
+# Python's default first-generation threshold is 700 allocations; a request makes hundreds.
+_GC_FIRST_GENERATION_THRESHOLD = 20_000
 # glibc's mallopt parameter, and the size from which buffers get their own mapping.
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_BYTES = 256 * 1024
@@ -35,6 +39,32 @@ def return_large_buffers_to_the_os() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
+
+
+def keep_garbage_collection_off_the_request_path() -> None:
+    """Freeze what start-up built, and let the cyclic collector run less often.
+
+    Under a 1 KiB GET load, collections took about 6% of the gateway's CPU, much of it scanning
+    objects that live as long as the process (modules, the app, its container) again and again.
+    Frozen, they leave every later collection; a larger first generation makes the rest rarer.
+    Reference counting still frees a request's objects the moment it ends.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(_GC_FIRST_GENERATION_THRESHOLD, middle, oldest)
+
+
+def log_cheaply() -> None:
+    """The logging HOWTO's optimisations: nothing the JSON lines leave out is gathered for them.
+
+    The access log writes one line per request, and each record would otherwise look up its
+    caller's file and line and the thread's and process's names.
+    """
+    logging._srcfile = None  # noqa: SLF001 - the documented switch (logging HOWTO, "Optimization")
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -66,9 +96,11 @@ def serve() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogFormatter())
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    log_cheaply()
+    app = create_app()
+    keep_garbage_collection_off_the_request_path()
     uvicorn.run(
-        "entrypoints.app:create_app",
-        factory=True,
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
