@@ -23,9 +23,10 @@ import resource
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["EdgeLimits", "guarded_protocol", "raise_file_limit"]
+__all__ = ["EdgeLimits", "OneSendPerResponse", "guarded_protocol", "raise_file_limit"]
 
 logger = logging.getLogger("gateway.edge")
 
@@ -34,6 +35,8 @@ _REASONS = {
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
+# A response head is a few hundred bytes; bodies this small are worth joining to it too.
+_HELD_WRITE_BYTES = 16 * 1024
 # Descriptors beyond the client connections: node connections, the Docker socket, logs, imports.
 _SPARE_DESCRIPTORS = 256
 
@@ -82,6 +85,62 @@ def _refusal(status: int, error: str, detail: str, retry_after: int | None = Non
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+class OneSendPerResponse:
+    """A connection's transport, except that a small write waits for the next one, up to the end
+    of the event loop's current turn, so that both leave in one send.
+
+    uvicorn writes a response's head as soon as the app starts the response and its body in a
+    second write: two system calls (and, for the client, often two TCP segments) for a small
+    object, where one would do. Held bytes always go out before the turn ends, and before the
+    connection is closed.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif len(data) <= _HELD_WRITE_BYTES and not self._transport.is_closing():
+            # Copied if mutable: a transport's write takes the bytes as they are when called.
+            self._held = data if type(data) is bytes else bytes(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        self._held = None
+        # A connection lost meanwhile takes what was held with it, as it would have unsent bytes.
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        held = self._held
+        return self._transport.get_write_buffer_size() + (0 if held is None else len(held))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[EdgeLimits]
 
@@ -105,7 +164,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
                 retry_after=1,
             )
             return
-        super().connection_made(transport)
+        super().connection_made(OneSendPerResponse(transport, self.loop))  # type: ignore[arg-type]
         self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -140,6 +199,19 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._stop_head_timer()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        # uvicorn appends each chunk to a bytearray and receive() copies it out again: two copies
+        # of every uploaded byte. A chunk that finds nothing waiting is handed over as it came
+        # (receive()'s bytes() of a bytes object is that object); a later one still appends.
+        cycle = self.cycle
+        if cycle.body or cycle.response_complete or self.parser.should_upgrade():
+            super().on_body(body)
+            return
+        cycle.body = body  # type: ignore[assignment]  # bytes where uvicorn starts a bytearray
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def _start_head_timer(self) -> None:
         # A deadline per request, one timer per connection: a kept-alive connection's requests
