@@ -4,13 +4,14 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import sys
 from typing import Any
 
 import uvicorn
 
 from entrypoints.app import create_app
 from entrypoints.edge import EdgeLimits, guarded_protocol, raise_file_limit
-from entrypoints.observability import JsonLogFormatter
+from entrypoints.observability import BatchedLineHandler, JsonLogFormatter
 from entrypoints.settings import Settings
 
 __all__ = ["serve"]
@@ -93,7 +94,11 @@ def serve() -> None:
     """Run the gateway with uvicorn (``object-gateway`` without a command)."""
     return_large_buffers_to_the_os()
     settings = Settings.from_environ()
-    handler = logging.StreamHandler()
+    handler: logging.Handler = (
+        BatchedLineHandler(sys.stderr, settings.log_flush_seconds)
+        if settings.log_flush_seconds > 0
+        else logging.StreamHandler()
+    )
     handler.setFormatter(JsonLogFormatter())
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     log_cheaply()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 from litestar.enums import ScopeType
@@ -20,7 +21,13 @@ from prometheus_client.registry import Collector
 from application.fleet import Fleet
 from domain.circuit_breaker import NodeBreakers
 
-__all__ = ["GatewayMetrics", "JsonLogFormatter", "ObservedRequests", "RequestFacts"]
+__all__ = [
+    "BatchedLineHandler",
+    "GatewayMetrics",
+    "JsonLogFormatter",
+    "ObservedRequests",
+    "RequestFacts",
+]
 
 access_logger = logging.getLogger("gateway.access")
 REQUEST_ID_HEADER = "x-request-id"
@@ -297,3 +304,64 @@ class JsonLogFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return self._encoder.encode(entry).decode()
+
+
+class BatchedLineHandler(logging.StreamHandler[TextIO]):
+    """A stream handler that writes its lines in batches, at most ``flush_seconds`` after the first.
+
+    The access log has a line per request, and a write per line is a system call per request.
+    A warning or worse, a batch of ``max_batch_bytes``, and closing (``logging.shutdown`` at exit)
+    write at once; a process killed outright loses at most ``flush_seconds`` of lines.
+    """
+
+    def __init__(
+        self, stream: TextIO, flush_seconds: float, max_batch_bytes: int = 64 * 1024
+    ) -> None:
+        super().__init__(stream)
+        self._flush_seconds = flush_seconds
+        self._max_batch_bytes = max_batch_bytes
+        self._lines: list[str] = []
+        self._batch_bytes = 0
+        self._stopped = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:  # logging's contract: a handler reports its failures, never raises
+            self.handleError(record)
+            return
+        # emit() runs under the handler's lock (Handler.handle takes it).
+        self._lines.append(line)
+        self._batch_bytes += len(line)
+        if record.levelno >= logging.WARNING or self._batch_bytes >= self._max_batch_bytes:
+            self._write_batch()
+        elif self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_periodically, name="log-flusher", daemon=True
+            )
+            self._flusher.start()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            self._write_batch()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self.flush()
+        super().close()
+
+    def _write_batch(self) -> None:
+        lines, self._lines, self._batch_bytes = self._lines, [], 0
+        try:
+            if lines:
+                self.stream.write("".join(lines))
+            self.stream.flush()
+        except (OSError, ValueError):
+            # The stream is gone (closed, or a broken pipe): there is nowhere left to write to,
+            # and a request must not fail for its log line.
+            pass
+
+    def _flush_periodically(self) -> None:
+        while not self._stopped.wait(self._flush_seconds):
+            self.flush()

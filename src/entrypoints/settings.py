@@ -26,6 +26,10 @@ class Settings:
     host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container must listen on every interface
     port: int = 3000
     log_level: str = "INFO"
+    # Log lines are written in batches at most this late (warnings and errors at once); 0 writes
+    # each line as it comes. nginx's access_log buffer/flush, for the same reason: a system call
+    # per request.
+    log_flush_seconds: float = 0.5
     # Where nodes are found: "docker" (this daemon's containers) or "swarm" (a swarm's services,
     # from a manager).
     discovery: str = "docker"
