@@ -34,6 +34,8 @@ def test_a_node_killed_under_load_fails_only_its_own_ids_and_loses_nothing(
     on_victim = victim.object_names() & set(ids)
     assert on_victim
     killed_at: list[float] = []
+    writing: dict[int, str] = {}  # worker -> the ID its PUT in flight is for
+    cut_off: set[str] = set()  # IDs with a PUT in flight when the node was killed
     outcomes: Counter[tuple[bool, int]] = Counter()
     lock = threading.Lock()
     stop_at = time.monotonic() + 4
@@ -48,7 +50,10 @@ def test_a_node_killed_under_load_fails_only_its_own_ids_and_loses_nothing(
                 body = f"{object_id} w{worker} v{version}".encode()
                 with lock:
                     attempted[object_id].add(body)
+                    writing[worker] = object_id
                 put = client.put(f"/object/{object_id}", content=body)
+                with lock:
+                    del writing[worker]
                 got = client.get(f"/object/{object_id}")
                 after_kill = bool(killed_at) and time.monotonic() > killed_at[0] + 0.5
                 with lock:
@@ -65,7 +70,9 @@ def test_a_node_killed_under_load_fails_only_its_own_ids_and_loses_nothing(
         with ThreadPoolExecutor(max_workers=4) as pool:
             futures = [pool.submit(load, worker) for worker in range(4)]
             time.sleep(1)
-            victim.wrapped.kill()
+            with lock:
+                cut_off.update(writing.values())
+                victim.wrapped.kill()
             killed_at.append(time.monotonic())
             for future in futures:
                 future.result(timeout=60)
@@ -75,15 +82,24 @@ def test_a_node_killed_under_load_fails_only_its_own_ids_and_loses_nothing(
 
     assert {status for (on, status) in outcomes if on} == {503}, outcomes
     assert all(200 <= status < 300 for (on, status) in outcomes if not on), outcomes
-    wait_for(lambda: http.get(f"/object/{min(on_victim)}").status_code == 200, 15, "recovery")
+    probe = min(on_victim - cut_off or on_victim)
+    wait_for(lambda: http.get(f"/object/{probe}").status_code == 200, 15, "recovery")
+    lost_by_the_node: list[str] = []
     for object_id in ids:
-        content = http.get(f"/object/{object_id}").content
+        got = http.get(f"/object/{object_id}")
         # A write cut off by the kill may or may not have reached the disk: either is fine, a
-        # mix or an older version is not.
-        assert content == acknowledged[object_id] or content in attempted[object_id], object_id
+        # mix or an older version is not. A node that is not crash-safe may lose the object whose
+        # write the kill cut off (the stand-in rewrites files in place, and was seen to; MinIO
+        # does not), which no gateway can prevent; every other object must be there.
+        if got.status_code == 404 and object_id in cut_off & on_victim:
+            lost_by_the_node.append(object_id)
+            continue
+        assert got.status_code == 200, (object_id, got.text)
+        assert got.content == acknowledged[object_id] or got.content in attempted[object_id]
     figures["node killed under load"] = (
         f"{sum(n for (on, _), n in outcomes.items() if on)} answers for its IDs, all 503; "
-        f"{sum(n for (on, _), n in outcomes.items() if not on)} for the others, all 2xx"
+        f"{sum(n for (on, _), n in outcomes.items() if not on)} for the others, all 2xx; "
+        f"objects the node itself lost mid-write: {len(lost_by_the_node)}"
     )
 
 
