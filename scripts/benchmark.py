@@ -7,8 +7,9 @@ then prints:
   (a) throughput with wrk through the gateway (its default settings, access log on), through nginx
       (one worker, `hash $object_id consistent`, keepalive 64, no request buffering, no access log)
       over the same three nodes, and directly to one node: 1 KiB PUT of new IDs, 1 KiB PUT over
-      existing IDs and 1 KiB GET at 32 connections, 16 MiB PUT and GET at 8 connections; the sides
-      take turns, each run is repeated, the median is quoted with gateway/nginx and gateway/direct;
+      existing IDs and 1 KiB GET at 32 connections, 16 MiB PUT (new and existing IDs) and GET at 8
+      connections; the sides take turns, each run is repeated, the median is quoted with
+      gateway/nginx and gateway/direct;
   (b) the gateway's peak RSS (sampled from /proc) while 16 clients upload 128 MiB each with a
       Content-Length, each abandoning a send that stalls for 5 s (urllib3's connect timeout, which
       it also applies while sending), and while 8 clients upload 256 MiB each chunked (curl);
@@ -327,7 +328,8 @@ def throughput(
         ("PUT 1 KiB, new IDs", "PUT", KiB, 1000, 32, True),
         ("PUT 1 KiB, over existing IDs", "PUT", KiB, 1000, 32, False),
         ("GET 1 KiB", "GET", 0, 1000, 32, False),
-        ("PUT 16 MiB", "PUT", 16 * MiB, 16, 8, False),
+        ("PUT 16 MiB, new IDs", "PUT", 16 * MiB, 16, 8, True),
+        ("PUT 16 MiB, over existing IDs", "PUT", 16 * MiB, 16, 8, False),
         ("GET 16 MiB", "GET", 0, 16, 8, False),
     )
     for label, method, body_size, count, connections, fresh in workloads:
