@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NoReturn
-from urllib.parse import SplitResult, urlunsplit
+from urllib.parse import SplitResult
 
 import aiohttp
 from minio.datatypes import Object as S3Object
@@ -583,7 +583,13 @@ class MinioObjectStorage:
         try:
             return await self._http().request(
                 method,
-                URL(urlunsplit(url), encoded=True),
+                URL.build(
+                    scheme="http",
+                    authority=endpoint,
+                    path=path,
+                    query_string=query_string,
+                    encoded=True,
+                ),
                 headers=signed,
                 data=data,
                 timeout=timeout or self._first_byte_timeout,
