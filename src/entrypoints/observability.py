@@ -118,6 +118,7 @@ class GatewayMetrics:
         )
         self.registry.register(_FleetCollector(fleet, breakers))
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._node_children: dict[str, tuple[Counter, Counter, Counter]] = {}
 
     def observe(
         self,
@@ -143,12 +144,20 @@ class GatewayMetrics:
         children[1].observe(duration)
         self.bytes_in.inc(received)
         self.bytes_out.inc(sent)
-        if facts.node is not None:
-            self.node_requests.labels(facts.node).inc()
+        node = facts.node
+        if node is not None:
+            per_node = self._node_children.get(node)
+            if per_node is None:
+                per_node = self._node_children[node] = (
+                    self.node_requests.labels(node),
+                    self.node_errors.labels(node),
+                    self.fallback_hits.labels(node),
+                )
+            per_node[0].inc()
             if facts.node_failed:
-                self.node_errors.labels(facts.node).inc()
+                per_node[1].inc()
             if facts.from_fallback:
-                self.fallback_hits.labels(facts.node).inc()
+                per_node[2].inc()
 
 
 class _FleetCollector(Collector):
