@@ -202,7 +202,12 @@ def own_container_networks(client: docker.DockerClient) -> Mapping[str, Any] | N
 
 
 class DockerEventFeed:
-    """The Docker events stream as a ``ChangeFeed``: a thread reads it and wakes the event loop."""
+    """The Docker events stream as a ``ChangeFeed``: a thread reads it and wakes the event loop.
+
+    Subclasses choose which events concern the fleet (``_concerns_fleet``).
+    """
+
+    _thread_name = "docker-events"
 
     def __init__(
         self,
@@ -217,7 +222,7 @@ class DockerEventFeed:
         self._loop = loop
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._closed = False
-        threading.Thread(target=self._read, name="docker-events", daemon=True).start()
+        threading.Thread(target=self._read, name=self._thread_name, daemon=True).start()
 
     async def next_change(self, timeout_seconds: float) -> bool:
         try:

@@ -15,7 +15,6 @@ gateway shares. Keys come from the service's container spec, read as MinIO reads
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -29,6 +28,7 @@ import docker.errors
 import requests
 
 from adapters.docker_discovery import (
+    DockerEventFeed,
     credentials_from_env,
     open_event_stream,
     own_container_networks,
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 _FAILURES = (docker.errors.DockerException, requests.RequestException)
 _EVENT_FILTERS = {"type": ["service", "container", "node"]}
-_ENDED = object()
 
 
 def swarm_members(
@@ -269,6 +268,17 @@ def _fingerprint(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[
     return hashlib.sha256(json.dumps(summary, default=str).encode()).hexdigest()
 
 
+class _SwarmEvents(DockerEventFeed):
+    """Service, container and node events of the marked services."""
+
+    _thread_name = "swarm-events"
+
+    def _concerns_fleet(self, event: Mapping[str, Any]) -> bool:
+        actor = event.get("Actor", {}).get("Attributes", {})
+        names = (actor.get("name", ""), actor.get("com.docker.swarm.service.name", ""))
+        return event.get("Type") == "node" or any(self._name_marker in n for n in names)
+
+
 class SwarmChangeFeed:
     """Service, container and node events, plus a short poll of the tasks.
 
@@ -286,16 +296,11 @@ class SwarmChangeFeed:
         *,
         poll_seconds: float,
     ) -> None:
-        self._client = client
-        self._stream = stream
-        self._name_marker = name_marker
+        self._events = _SwarmEvents(client, stream, name_marker, loop)
         self._fingerprint = fingerprint
         self._loop = loop
         self._poll_seconds = poll_seconds
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._closed = False
         self._last_fingerprint: str | None = None
-        threading.Thread(target=self._read, name="swarm-events", daemon=True).start()
 
     async def next_change(self, timeout_seconds: float) -> bool:
         if self._last_fingerprint is None:
@@ -304,19 +309,10 @@ class SwarmChangeFeed:
             await self._tasks_changed()
         deadline = self._loop.time() + timeout_seconds
         while (remaining := deadline - self._loop.time()) > 0:
-            try:
-                item = await asyncio.wait_for(self._queue.get(), min(remaining, self._poll_seconds))
-            except TimeoutError:
-                if await self._tasks_changed():
-                    return True
-                continue
-            if item is _ENDED:
-                raise DiscoveryUnavailable("the Docker events stream ended")
-            if isinstance(item, BaseException):
-                raise DiscoveryUnavailable(f"the Docker events stream failed: {item}") from item
-            while not self._queue.empty():  # a burst is one change
-                self._queue.get_nowait()
-            return True
+            if await self._events.next_change(min(remaining, self._poll_seconds)):
+                return True
+            if await self._tasks_changed():
+                return True
         return False
 
     async def _tasks_changed(self) -> bool:
@@ -326,22 +322,4 @@ class SwarmChangeFeed:
         return changed
 
     async def close(self) -> None:
-        self._closed = True
-        self._stream.close()
-        self._client.close()
-
-    def _read(self) -> None:
-        try:
-            for event in self._stream:
-                actor = event.get("Actor", {}).get("Attributes", {})
-                names = (actor.get("name", ""), actor.get("com.docker.swarm.service.name", ""))
-                if event.get("Type") == "node" or any(self._name_marker in n for n in names):
-                    self._hand_over(event)
-            self._hand_over(_ENDED)
-        except Exception as exc:  # handed over, to be reported by next_change
-            if not self._closed:
-                self._hand_over(exc)
-
-    def _hand_over(self, item: object) -> None:
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        await self._events.close()
