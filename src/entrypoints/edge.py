@@ -31,6 +31,7 @@ __all__ = ["EdgeLimits", "OneSendPerResponse", "guarded_protocol", "raise_file_l
 logger = logging.getLogger("gateway.edge")
 
 _REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
@@ -141,6 +142,10 @@ class OneSendPerResponse:
         return getattr(self._transport, name)
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: stops parsing a head that has passed the limit."""
+
+
 class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[EdgeLimits]
 
@@ -148,7 +153,14 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._refused = False
         self._in_head = True
+        # The head's size as the parser reports its parts (request target, each header line):
+        # exact for every part it has finished, whichever reads they came in.
         self._head_bytes = 0
+        # Bytes of whole reads that arrived while a head was under way and left it unfinished:
+        # bounds what the parser buffers of a header that never ends.
+        self._unfinished_head_bytes = 0
+        self._head_began_in_this_read = False
+        self._head_too_large = False
         self._head_timer: asyncio.TimerHandle | None = None
         # When the current request head must be complete; None once it is.
         self._head_deadline: float | None = None
@@ -175,30 +187,63 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._in_head:
-            self._head_bytes += len(data)
+        self._head_began_in_this_read = False
+        in_head_throughout = self._in_head
+        # A head over the limit stops the parser from a callback; uvicorn then calls
+        # send_400_response, which answers 431 instead.
         super().data_received(data)
-        if (
-            self._in_head
-            and self._head_bytes > self.limits.max_head_bytes
-            and not self.transport.is_closing()
-        ):
-            self._refuse(
-                431,
-                "request_head_too_large",
-                f"the request line and headers exceed {self.limits.max_head_bytes} bytes",
-            )
+        if not self._in_head or self.transport.is_closing():
+            return
+        if in_head_throughout and not self._head_began_in_this_read:
+            self._unfinished_head_bytes += len(data)
+        if max(self._head_bytes, self._unfinished_head_bytes) > self.limits.max_head_bytes:
+            self._refuse_head_too_large()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:
+            self._refuse_head_too_large()
+        else:
+            # uvicorn's own answer is text/plain; every error of the gateway is JSON.
+            self._refuse(400, "invalid_request", f"malformed HTTP request: {msg}")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        self._head_bytes = 0
+        self._head_began_in_this_read = True
+        # The request line's method, spaces, version and line ends, and the head's final CRLF.
+        self._head_bytes = len(b"DELETE  HTTP/1.1\r\n\r\n")
+        self._unfinished_head_bytes = 0
         self._start_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head_bytes(len(name) + len(value) + len(b": \r\n"))
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._unfinished_head_bytes = 0
         self._stop_head_timer()
         super().on_headers_complete()
+        if self.parser.should_upgrade() and self.cycle is not None:
+            # The gateway has no WebSocket (or other upgraded) routes, so the Upgrade header is
+            # ignored and the request served as plain HTTP (RFC 9110 section 7.8 allows it). The
+            # parser takes whatever follows as the other protocol's, so the connection closes
+            # after this answer.
+            self.cycle.keep_alive = False
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn's warning would suggest installing a WebSocket library; ignoring it is deliberate.
+        logger.debug("ignored an Upgrade header: the gateway has no upgraded routes")
+
+    def _count_head_bytes(self, count: int) -> None:
+        self._head_bytes += count
+        if self._head_bytes > self.limits.max_head_bytes:
+            self._head_too_large = True
+            raise _HeadTooLarge
 
     def on_body(self, body: bytes) -> None:
         # uvicorn appends each chunk to a bytearray and receive() copies it out again: two copies
@@ -243,6 +288,13 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
                 "request_head_timeout",
                 f"no complete request head within {self.limits.head_timeout_seconds:g} seconds",
             )
+
+    def _refuse_head_too_large(self) -> None:
+        self._refuse(
+            431,
+            "request_head_too_large",
+            f"the request line and headers exceed {self.limits.max_head_bytes} bytes",
+        )
 
     def _refuse(self, status: int, error: str, detail: str, retry_after: int | None = None) -> None:
         peer = self.transport.get_extra_info("peername")

@@ -81,6 +81,9 @@ def server_options(settings: Settings) -> dict[str, Any]:
     )
     return {
         "http": guarded_protocol(limits),
+        # No WebSocket routes: an Upgrade request is served as plain HTTP, never handed to the app
+        # as a WebSocket connection.
+        "ws": "none",
         "timeout_keep_alive": settings.keep_alive_timeout_seconds,
         # The gateway logs one JSON line per request itself, with more in it than uvicorn's.
         "access_log": False,
