@@ -220,6 +220,13 @@ def test_the_stored_content_type_comes_back_verbatim(client: TestClient, content
     assert client.get("/object/abc").headers["content-type"] == content_type
 
 
+def test_runs_of_whitespace_in_the_content_type_are_stored_as_one_space(
+    client: TestClient,
+) -> None:
+    client.put("/object/abc", content=b"x", headers={"Content-Type": "text/plain;\t  charset=a"})
+    assert client.get("/object/abc").headers["content-type"] == "text/plain; charset=a"
+
+
 def test_a_non_numeric_content_length_is_400(client: TestClient) -> None:
     response = client.put("/object/abc", content=b"x", headers={"Content-Length": "1x"})
     assert response.status_code == 400
