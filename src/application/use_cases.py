@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from application.fleet import Fleet
 from application.node_access import NodeAccess
+from domain.conditions import Preconditions, Verdict
 from domain.errors import NodeUnavailable, ObjectNotFound, PreconditionFailed
 from domain.node import Node
 from domain.object_id import ObjectId
@@ -72,33 +73,31 @@ class PutObject:
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str | None,
-        condition: WriteCondition | None = None,
+        preconditions: Preconditions | None = None,
     ) -> PutOutcome:
-        """``condition`` (the client's If-None-Match: * or If-Match) is checked against what the
-        node holds before the body's last chunk goes out, and passed on to the node as well, which
-        makes it atomic on nodes that honour conditional writes."""
         object_id = ObjectId(raw_object_id)
         # The owner or nothing: writing elsewhere while the owner is down would leave an object
         # that reads cannot see once the owner is back.
         node = await self._fleet.owner_of(object_id)
+        content_type = content_type or DEFAULT_CONTENT_TYPE
+        if preconditions is not None and not preconditions.empty:
+            return await self._access.call(
+                node,
+                lambda: self._store_if(node, object_id, body, length, content_type, preconditions),
+            )
 
         async def store() -> PutOutcome:
             # 201 or 200 needs to know whether the ID was taken before this write. The HEAD runs
             # beside the upload instead of before it; the last chunk of the body is held back until
             # it has answered, so the node cannot have committed the new object by then.
-            existed = asyncio.ensure_future(self._existed(node, object_id, condition))
+            existed = asyncio.ensure_future(self._current(node, object_id))
             try:
                 if length == 0:
                     await existed  # nothing to hold back: an empty body commits at once
                 info = await self._storage.put(
-                    node,
-                    object_id,
-                    _last_chunk_after(existed, body),
-                    length,
-                    content_type or DEFAULT_CONTENT_TYPE,
-                    condition=condition,
+                    node, object_id, _last_chunk_after(existed, body), length, content_type
                 )
-                return PutOutcome(info=info, created=not await existed, node=node)
+                return PutOutcome(info=info, created=await existed is None, node=node)
             finally:
                 if not existed.done():
                     existed.cancel()
@@ -107,21 +106,36 @@ class PutObject:
 
         return await self._access.call(node, store)
 
-    async def _existed(
-        self, node: Node, object_id: ObjectId, condition: WriteCondition | None
-    ) -> bool:
+    async def _store_if(  # noqa: PLR0917 - private, called from one place
+        self,
+        node: Node,
+        object_id: ObjectId,
+        body: AsyncIterator[bytes],
+        length: int | None,
+        content_type: str,
+        preconditions: Preconditions,
+    ) -> PutOutcome:
+        """A conditional write: the conditions are evaluated on what is stored before any byte is
+        sent, and the node is told to write only if that is still so, which makes it atomic on
+        nodes that honour conditional writes (MinIO does)."""
+        current = await self._current(node, object_id)
+        if preconditions.evaluate(current, reading=False) is not Verdict.PROCEED:
+            raise PreconditionFailed("the object stored under this ID does not meet the conditions")
+        unchanged = (
+            WriteCondition(only_if_absent=True)
+            if current is None
+            else WriteCondition(only_if_etag=current.etag)
+        )
+        info = await self._storage.put(
+            node, object_id, body, length, content_type, condition=unchanged
+        )
+        return PutOutcome(info=info, created=current is None, node=node)
+
+    async def _current(self, node: Node, object_id: ObjectId) -> ObjectInfo | None:
         try:
-            current: ObjectInfo | None = await self._storage.head(node, object_id)
+            return await self._storage.head(node, object_id)
         except ObjectNotFound:
-            current = None
-        if condition is not None:
-            if condition.only_if_absent and current is not None:
-                raise PreconditionFailed("an object is already stored under this ID")
-            if condition.only_if_etag is not None and (
-                current is None or current.etag != condition.only_if_etag
-            ):
-                raise PreconditionFailed("the stored object does not have the ETag given")
-        return current is not None
+            return None
 
 
 async def _last_chunk_after(

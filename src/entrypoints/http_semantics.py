@@ -6,18 +6,11 @@ import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-from domain.ports import ByteRange, ObjectInfo, WriteCondition
+from domain.conditions import EntityTags, Preconditions
+from domain.ports import ByteRange
 
-__all__ = [
-    "NOT_MODIFIED",
-    "PRECONDITION_FAILED",
-    "parse_range",
-    "read_precondition",
-    "write_condition",
-]
+__all__ = ["parse_range", "preconditions_of"]
 
-NOT_MODIFIED = 304
-PRECONDITION_FAILED = 412
 _SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
 
 
@@ -36,54 +29,37 @@ def parse_range(value: bytes | None) -> ByteRange | None:
         return None
 
 
-def read_precondition(headers: dict[bytes, bytes], info: ObjectInfo) -> int | None:
-    """304 or 412 when a GET or HEAD's conditions say so, else None (evaluated in RFC order)."""
+def preconditions_of(headers: dict[bytes, bytes]) -> Preconditions:
+    """The request's If-Match, If-None-Match, If-Modified-Since and If-Unmodified-Since.
+
+    A date that does not parse is ignored, as RFC 9110 requires.
+    """
     if_match = headers.get(b"if-match")
-    if if_match is not None:
-        if not _matches(if_match, info.etag, weak=False):
-            return PRECONDITION_FAILED
-    else:
-        since = _http_date(headers.get(b"if-unmodified-since"))
-        if since is not None and info.last_modified is not None and info.last_modified > since:
-            return PRECONDITION_FAILED
     if_none_match = headers.get(b"if-none-match")
-    if if_none_match is not None:
-        return NOT_MODIFIED if _matches(if_none_match, info.etag, weak=True) else None
-    since = _http_date(headers.get(b"if-modified-since"))
-    if since is not None and info.last_modified is not None and info.last_modified <= since:
-        return NOT_MODIFIED
-    return None
-
-
-def write_condition(headers: dict[bytes, bytes]) -> WriteCondition | None:
-    """A PUT's ``If-None-Match: *`` (only create) or ``If-Match: "etag"`` (only replace that)."""
-    if_none_match = headers.get(b"if-none-match", b"").strip()
-    if_match = headers.get(b"if-match", b"").strip()
-    if not if_none_match and not if_match:
-        return None
-    etags = _etags(if_match) if if_match and if_match != b"*" else []
-    return WriteCondition(
-        only_if_absent=if_none_match == b"*", only_if_etag=etags[0] if etags else None
+    return Preconditions(
+        if_match=None if if_match is None else _entity_tags(if_match, weak_allowed=False),
+        if_none_match=None if if_none_match is None else _entity_tags(if_none_match),
+        if_modified_since=_http_date(headers.get(b"if-modified-since")),
+        if_unmodified_since=_http_date(headers.get(b"if-unmodified-since")),
     )
 
 
-def _etags(value: bytes) -> list[str]:
-    tags = []
-    for part in value.decode("latin-1").split(","):
+def _entity_tags(value: bytes, *, weak_allowed: bool = True) -> EntityTags:
+    text = value.decode("latin-1").strip()
+    if text == "*":
+        return EntityTags(any=True)
+    tags = set()
+    for part in text.split(","):
         tag = part.strip()
         if tag.startswith("W/"):
+            # Every ETag here is strong: a weak tag matches only where comparison is weak.
+            if not weak_allowed:
+                continue
             tag = tag[2:]
-        tags.append(tag.strip('"'))
-    return [tag for tag in tags if tag]
-
-
-def _matches(value: bytes, etag: str, *, weak: bool) -> bool:
-    if value.strip() == b"*":
-        return True
-    # Every ETag here is strong; If-Match compares strongly, so a weak one never matches it.
-    if not weak and b"W/" in value:
-        return etag in [tag for tag in _etags(value) if f'W/"{tag}"' not in value.decode("latin-1")]
-    return etag in _etags(value)
+        tag = tag.strip('"')
+        if tag:
+            tags.add(tag)
+    return EntityTags(tags=frozenset(tags))
 
 
 def _http_date(value: bytes | None) -> datetime | None:

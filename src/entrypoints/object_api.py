@@ -24,6 +24,7 @@ import msgspec
 from litestar.types import Receive, Scope, Send
 
 from application.use_cases import DeleteObject, GetObject, HeadObject, PutObject
+from domain.conditions import Verdict
 from domain.errors import (
     BodyTooLarge,
     GatewayError,
@@ -31,16 +32,11 @@ from domain.errors import (
     InvalidObjectId,
     InvalidRequest,
     PreconditionFailed,
+    RangeNotSatisfiable,
 )
 from domain.ports import ObjectInfo, StoredObject
 from entrypoints.http_errors import RouteNotFound, headers_for, status_for
-from entrypoints.http_semantics import (
-    NOT_MODIFIED,
-    PRECONDITION_FAILED,
-    parse_range,
-    read_precondition,
-    write_condition,
-)
+from entrypoints.http_semantics import parse_range, preconditions_of
 from entrypoints.observability import RequestFacts
 
 __all__ = [
@@ -161,7 +157,7 @@ class ObjectApi:
             _request_body(receive, self._body_read_timeout, self._max_body_bytes),
             length,
             _content_type(headers),
-            write_condition(headers),
+            preconditions_of(headers),
         )
         facts.node = outcome.node.name
         etag = f'"{outcome.info.etag}"'.encode()
@@ -186,7 +182,18 @@ class ObjectApi:
         # With If-Range the client wants the whole object unless its copy is current; sending the
         # whole object is always correct, so that case is not optimised.
         byte_range = None if b"if-range" in headers else parse_range(headers.get(b"range"))
-        retrieved = await self._use_cases.get(object_id, byte_range)
+        try:
+            retrieved = await self._use_cases.get(object_id, byte_range)
+        except RangeNotSatisfiable:
+            # RFC 9110 section 13.2.2: preconditions come before the range. This costs a HEAD,
+            # only for a range beyond the object with conditions attached.
+            if preconditions_of(headers).empty:
+                raise
+            found = await self._use_cases.head(object_id)
+            facts.node, facts.from_fallback = found.node.name, found.from_fallback
+            if not await _answered_by_precondition(headers, found.info, response):
+                raise
+            return
         facts.node, facts.from_fallback = retrieved.node.name, retrieved.from_fallback
         stored = retrieved.stored
         try:
@@ -325,14 +332,14 @@ async def _answered_by_precondition(
     headers: dict[bytes, bytes], info: ObjectInfo, response: _Response
 ) -> bool:
     """Answer 304 (or raise for 412) when the request's conditions say so; False otherwise."""
-    verdict = read_precondition(headers, info)
-    if verdict is None:
+    verdict = preconditions_of(headers).evaluate(info, reading=True)
+    if verdict is Verdict.PROCEED:
         return False
-    if verdict == PRECONDITION_FAILED:
+    if verdict is Verdict.FAILED:
         raise PreconditionFailed(
             "the object does not meet the request's If-Match/-Unmodified-Since"
         )
-    await response.start(NOT_MODIFIED, _validators(info))
+    await response.start(304, _validators(info))
     await response.finish(b"")
     return True
 

@@ -109,3 +109,21 @@ def test_whitespace_in_the_content_type_is_normalised_not_blamed_on_the_node(
     assert got.content == b"x"
     assert got.headers["content-type"] == stored
     assert {node["state"] for node in http.get("/health/ready").json()["nodes"]} == {"up"}
+
+
+def test_preconditions_come_before_the_range_and_put_conditions_follow_rfc_9110(
+    http: httpx.Client,
+) -> None:
+    etag = http.put("/object/ordered", content=b"0123456789").headers["etag"]
+    beyond = {"Range": "bytes=500-"}
+    assert http.get("/object/ordered", headers={**beyond, "If-None-Match": etag}).status_code == 304
+    assert http.get("/object/ordered", headers={**beyond, "If-Match": '"x"'}).status_code == 412
+    assert http.get("/object/ordered", headers={**beyond, "If-Match": etag}).status_code == 416
+
+    assert http.put("/object/nostar", content=b"x", headers={"If-Match": "*"}).status_code == 412
+    assert http.get("/object/nostar").status_code == 404
+    refused = http.put("/object/ordered", content=b"new", headers={"If-None-Match": etag})
+    assert refused.status_code == 412
+    listed = http.put("/object/ordered", content=b"new", headers={"If-Match": f'"a", {etag}'})
+    assert listed.status_code == 200
+    assert http.get("/object/ordered").content == b"new"

@@ -124,3 +124,74 @@ def test_range_headers_parse_as_rfc_9110_single_ranges() -> None:
     assert parse_range(b"bytes=1-2, 4-5") is None
     assert ByteRange(None, 0).resolve(10) is None
     assert ByteRange(0, None).resolve(0) is None
+
+
+# RFC 9110 section 13.2.2: preconditions are evaluated before the range.
+def test_a_matching_if_none_match_wins_over_a_range_beyond_the_object(
+    client: TestClient, stored: dict[str, str]
+) -> None:
+    response = client.get(
+        "/object/ranged", headers={"If-None-Match": stored["etag"], "Range": "bytes=99999-"}
+    )
+    assert response.status_code == 304
+    assert response.headers["etag"] == stored["etag"]
+
+
+def test_a_failing_if_match_wins_over_a_range_beyond_the_object(
+    client: TestClient, stored: dict[str, str]
+) -> None:
+    response = client.get(
+        "/object/ranged", headers={"If-Match": '"notthisone"', "Range": "bytes=99999-"}
+    )
+    assert response.status_code == 412
+
+
+def test_a_range_beyond_the_object_is_still_416_when_the_preconditions_hold(
+    client: TestClient, stored: dict[str, str]
+) -> None:
+    response = client.get(
+        "/object/ranged", headers={"If-Match": stored["etag"], "Range": "bytes=99999-"}
+    )
+    assert response.status_code == 416
+
+
+def test_a_put_with_if_match_star_needs_something_stored(client: TestClient) -> None:
+    refused = client.put("/object/starred", content=b"1", headers={"If-Match": "*"})
+    assert refused.status_code == 412
+    assert client.get("/object/starred").status_code == 404
+    client.put("/object/starred", content=b"1")
+    replaced = client.put("/object/starred", content=b"2", headers={"If-Match": "*"})
+    assert replaced.status_code == 200
+    assert client.get("/object/starred").content == b"2"
+
+
+def test_a_put_with_if_none_match_of_the_current_etag_is_412(client: TestClient) -> None:
+    etag = client.put("/object/unlessthis", content=b"1").headers["etag"]
+    refused = client.put("/object/unlessthis", content=b"2", headers={"If-None-Match": etag})
+    assert refused.status_code == 412
+    assert client.get("/object/unlessthis").content == b"1"
+    other = client.put("/object/unlessthis", content=b"3", headers={"If-None-Match": '"other"'})
+    assert other.status_code == 200
+    assert client.get("/object/unlessthis").content == b"3"
+
+
+def test_a_put_with_several_if_match_etags_replaces_when_any_matches(client: TestClient) -> None:
+    etag = client.put("/object/listed", content=b"1").headers["etag"]
+    response = client.put(
+        "/object/listed", content=b"2", headers={"If-Match": f'"first", {etag}, "third"'}
+    )
+    assert response.status_code == 200
+    assert client.get("/object/listed").content == b"2"
+
+
+def test_a_put_with_if_unmodified_since_before_the_object_was_stored_is_412(
+    client: TestClient,
+) -> None:
+    client.put("/object/dated", content=b"1")
+    refused = client.put(
+        "/object/dated",
+        content=b"2",
+        headers={"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"},
+    )
+    assert refused.status_code == 412
+    assert client.get("/object/dated").content == b"1"
