@@ -9,8 +9,8 @@ between the client's socket and the node's with backpressure both ways:
 - a PUT with a known length up to S3's 5 GiB single-PUT limit is one streamed PUT
   (``UNSIGNED-PAYLOAD``), holding nothing beyond socket-sized chunks;
 - a PUT of unknown length, or above that limit, is a multipart upload whose parts are held in
-  memory within the process-wide ``UploadBudget``, taken only while a part is filled and sent
-  (a body that ends within its first part becomes one PUT);
+  memory while the process-wide budget has room, else in temporary files (``PartSpool``), one
+  part per upload at a time (a body that ends within its first part becomes one PUT);
 - a GET streams node to client; a small object is read in one go and sent in one piece.
 
 Every aiohttp error and every refusal of a node is translated into a domain error here; none
@@ -39,7 +39,7 @@ from minio.xml import Element, SubElement, findall, findtext, getbytes
 from yarl import URL
 
 from adapters.s3_signing import signed_headers
-from adapters.upload_budget import UploadBudget
+from adapters.upload_budget import PartBuffer, PartSpool
 from domain.errors import (
     GatewayError,
     IncompleteBody,
@@ -62,7 +62,6 @@ MAX_SINGLE_PUT_BYTES = 5 * 1024 * MiB
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _MAX_ERROR_BODY_BYTES = 64 * 1024
-_SEND_SLICE_BYTES = 256 * 1024
 _SMALL_BODY_BYTES = 64 * 1024
 _LIST_PAGE_SIZE = 1000
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -111,9 +110,9 @@ class _NodeKey:
 class MinioObjectStorage:
     """The ``ObjectStorage`` port on MinIO nodes, over one pooled aiohttp session."""
 
-    def __init__(self, settings: MinioSettings, upload_budget: UploadBudget) -> None:
+    def __init__(self, settings: MinioSettings, part_spool: PartSpool) -> None:
         self._settings = settings
-        self._upload_budget = upload_budget
+        self._part_spool = part_spool
         self._session: aiohttp.ClientSession | None = None
         self._buckets_ready: set[_NodeKey] = set()
         # Built once: aiohttp's read timeout covers the wait for the first byte and each read.
@@ -278,7 +277,9 @@ class MinioObjectStorage:
             # Socket-sized: gathered first and sent in one piece, which costs far less per request
             # than a streamed body (no writer generator, one write).
             data = await _gathered(body, length)
-            etag = await self._put_bytes(node, key, data, content_type, headers=conditions)
+            etag = await self._put_bytes(
+                node, key, length, bytes(data), content_type, headers=conditions
+            )
             return ObjectInfo(size=length, content_type=content_type, etag=etag)
         settings = self._settings
         sent = 0
@@ -346,23 +347,24 @@ class MinioObjectStorage:
         etags: list[str] = []
         try:
             while True:
-                # Budget is taken once bytes of the next part are here: a client that trickles,
-                # or has not started, holds none.
+                # A part is made once bytes of it are here: a client that has not started holds
+                # nothing, and one that trickles holds only what it sent.
                 await parts.wait_for_data()
-                async with self._upload_budget.reserve(self._settings.part_size_bytes):
-                    part = await parts.fill()
+                part = self._part_spool.new_part()
+                try:
+                    await parts.fill(part)
                     if parts.ended and upload_id is None:
                         # The whole body fits in one part: one ordinary PUT, no multipart.
                         _check_length(parts.total, length)
-                        etag = await self._put_bytes(
+                        etag = await self._put_part(
                             node, key, part, content_type, headers=conditions
                         )
-                        return ObjectInfo(size=len(part), content_type=content_type, etag=etag)
+                        return ObjectInfo(size=part.size, content_type=content_type, etag=etag)
                     if upload_id is None:
                         upload_id = await self._create_upload(node, key, content_type)
-                    if part or not etags:
+                    if part.size or not etags:
                         etags.append(
-                            await self._put_bytes(
+                            await self._put_part(
                                 node,
                                 key,
                                 part,
@@ -370,7 +372,8 @@ class MinioObjectStorage:
                                 query={"partNumber": str(len(etags) + 1), "uploadId": upload_id},
                             )
                         )
-                    del part
+                finally:
+                    await part.close()
                 if parts.ended:
                     break
             _check_length(parts.total, length)
@@ -384,28 +387,51 @@ class MinioObjectStorage:
             raise
         return ObjectInfo(size=parts.total, content_type=content_type, etag=etag)
 
-    async def _put_bytes(
+    async def _put_part(
         self,
         node: Node,
         key: str,
-        data: bytearray,
+        part: PartBuffer,
         content_type: str | None,
         *,
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
         """PUT a buffered body (an object or one part of a multipart upload); its ETag."""
-        request_headers = {"Content-Length": str(len(data)), **(headers or {})}
+        whole = part.whole()
+        return await self._put_bytes(
+            node,
+            key,
+            part.size,
+            part.slices() if whole is None else whole,
+            content_type,
+            query=query,
+            headers=headers,
+        )
+
+    async def _put_bytes(
+        self,
+        node: Node,
+        key: str,
+        size: int,
+        data: bytes | bytearray | AsyncIterator[bytes],
+        content_type: str | None,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """PUT a body whose size is known and that is already here; its ETag."""
+        request_headers = {"Content-Length": str(size), **(headers or {})}
         if content_type is not None:
             request_headers["Content-Type"] = content_type
         response = await self._request(
             node,
             "PUT",
             key,
-            timeout=self._first_byte_after_sending(len(data)),
+            timeout=self._first_byte_after_sending(size),
             query=query,
             headers=request_headers,
-            data=bytes(data) if len(data) <= _SEND_SLICE_BYTES else _slices(data),
+            data=data,
             payload_hash=_UNSIGNED_PAYLOAD,
         )
         async with response:
@@ -662,7 +688,7 @@ class _Deadline:
 
 
 class _Parts:
-    """Cuts an async body into parts of ``part_size`` bytes, one bytearray at a time."""
+    """Cuts an async body into parts of ``part_size`` bytes, one part at a time."""
 
     def __init__(self, body: AsyncIterator[bytes], part_size: int) -> None:
         self._body = body
@@ -679,22 +705,21 @@ class _Parts:
             else:
                 self._carry = chunk
 
-    async def fill(self) -> bytearray:
-        part = bytearray(self._carry[: self._part_size])
-        self._carry = self._carry[self._part_size :]
-        while len(part) < self._part_size and not self.ended:
+    async def fill(self, part: PartBuffer) -> None:
+        """Fill ``part`` up to the part size (less when the body ends first)."""
+        carry, self._carry = self._carry[: self._part_size], self._carry[self._part_size :]
+        await part.append(carry)
+        while part.size < self._part_size and not self.ended:
             chunk = await anext(self._body, None)
             if chunk is None:
                 self.ended = True
                 break
-            room = self._part_size - len(part)
+            room = self._part_size - part.size
             if len(chunk) > room:
-                part += chunk[:room]
                 self._carry = chunk[room:]
-            else:
-                part += chunk
-        self.total += len(part)
-        return part
+                chunk = chunk[:room]
+            await part.append(chunk)
+        self.total += part.size
 
 
 async def _gathered(body: AsyncIterator[bytes], length: int) -> bytearray:
@@ -735,14 +760,6 @@ def _condition_headers(condition: WriteCondition | None) -> dict[str, str]:
 def _check_length(received: int, announced: int | None) -> None:
     if announced is not None and received != announced:
         raise IncompleteBody(f"the body had {received} bytes, not the {announced} announced")
-
-
-async def _slices(data: bytearray) -> AsyncIterator[bytes]:
-    # A part goes out in slices (views, not copies): the writer then waits for the socket between
-    # them instead of queueing megabytes at once.
-    view = memoryview(data)
-    for start in range(0, len(view), _SEND_SLICE_BYTES):
-        yield view[start : start + _SEND_SLICE_BYTES]  # type: ignore[misc]
 
 
 async def _body_chunks(

@@ -15,7 +15,8 @@
         ├── NodeUnavailable       the ID's node is down, refusing, or resting (circuit open)
         │   ├── NodeUnreachable   connecting to the node failed or timed out (feeds its breaker)
         │   └── NodeOverloaded    the node already has as many requests in flight as it may
-        └── DiscoveryUnavailable  the container runtime cannot be asked who the nodes are
+        ├── DiscoveryUnavailable  the container runtime cannot be asked who the nodes are
+        └── UploadCapacityExhausted  upload parts fill the gateway's memory and disk budgets
 
 Adapters translate their SDK's exceptions into these at the border; the HTTP entrypoint maps each
 class to exactly one status code in one place.
@@ -40,6 +41,7 @@ __all__ = [
     "RangeNotSatisfiable",
     "RefusedByNode",
     "ServiceUnavailable",
+    "UploadCapacityExhausted",
 ]
 
 
@@ -131,3 +133,10 @@ class NodeOverloaded(NodeUnavailable):
 
 class DiscoveryUnavailable(ServiceUnavailable):
     code = "discovery_unavailable"
+
+
+class UploadCapacityExhausted(ServiceUnavailable):
+    """Multipart parts being filled hold all the memory and disk the gateway may give them."""
+
+    code = "upload_capacity_exhausted"
+    retry_after_seconds = 5

@@ -10,7 +10,7 @@ from dependency_injector import containers, providers
 from adapters.docker_discovery import DockerNodeDiscovery
 from adapters.minio_storage import MinioObjectStorage, MinioSettings
 from adapters.swarm_discovery import SwarmNodeDiscovery
-from adapters.upload_budget import UploadBudget
+from adapters.upload_budget import ByteBudget, PartSpool
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
 from application.node_access import NodeAccess
@@ -112,8 +112,13 @@ class Container(containers.DeclarativeContainer):
     )
     node_access = providers.Singleton(NodeAccess, breakers=breakers, limits=in_flight_limits)
 
-    upload_budget = providers.Singleton(
-        UploadBudget, capacity_bytes=settings.provided.upload_buffer_bytes
+    part_spool = providers.Singleton(
+        PartSpool,
+        memory=providers.Singleton(
+            ByteBudget, capacity_bytes=settings.provided.upload_buffer_bytes
+        ),
+        disk=providers.Singleton(ByteBudget, capacity_bytes=settings.provided.upload_spool_bytes),
+        directory=settings.provided.upload_spool_dir,
     )
     minio_settings = providers.Singleton(
         MinioSettings,
@@ -127,7 +132,7 @@ class Container(containers.DeclarativeContainer):
     )
     # Its aiohttp session lives on the server's event loop; the app closes it when it stops.
     object_storage = providers.Singleton(
-        MinioObjectStorage, settings=minio_settings, upload_budget=upload_budget
+        MinioObjectStorage, settings=minio_settings, part_spool=part_spool
     )
 
     put_object = providers.Factory(

@@ -60,8 +60,12 @@ class Settings:
     breaker_failure_threshold: int = 3
     # ... for this long, after which one request probes it again.
     breaker_cooldown_seconds: float = 5.0
-    # Memory that multipart parts (uploads of unknown length) may hold together; more wait.
+    # Memory that multipart parts (uploads of unknown length) may hold together; beyond it, parts
+    # fill temporary files in upload_spool_dir, up to upload_spool_bytes (then 503 at once).
     upload_buffer_bytes: int = 16 * MiB
+    upload_spool_bytes: int = 1024 * MiB
+    # Where those files go; empty: the system's temporary directory (TMPDIR, else /tmp).
+    upload_spool_dir: str = ""
     part_size_bytes: int = 5 * MiB
     download_chunk_bytes: int = 256 * 1024
     # Largest accepted PUT body; unset means unlimited.

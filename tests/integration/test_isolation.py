@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from adapters.minio_storage import MinioObjectStorage, MinioSettings
-from adapters.upload_budget import UploadBudget
+from adapters.upload_budget import ByteBudget, PartSpool
 from application.node_access import NodeAccess
 from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
@@ -164,7 +164,7 @@ def test_a_get_on_a_connection_the_node_closed_is_retried_and_not_held_against_i
             part_size_bytes=5 * MiB,
             download_chunk_bytes=256 * 1024,
         ),
-        UploadBudget(16 * MiB),
+        PartSpool(ByteBudget(16 * MiB), ByteBudget(64 * MiB)),
     )
     # One failure would open this breaker: a retried request must not count as one.
     access = NodeAccess(NodeBreakers(failure_threshold=1, cooldown_seconds=60), InFlightLimits(4))

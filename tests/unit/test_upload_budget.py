@@ -1,91 +1,92 @@
+"""Multipart parts are held in memory while the budget has room, else in temporary files."""
+
 import asyncio
+import os
 
 import pytest
 
-from adapters.upload_budget import UploadBudget
+from adapters.upload_budget import ByteBudget, PartSpool
+from domain.errors import UploadCapacityExhausted
 
 
-def test_reservations_within_the_budget_proceed_at_once() -> None:
-    budget = UploadBudget(10)
+async def contents(part) -> bytes:  # type: ignore[no-untyped-def]
+    return b"".join([bytes(piece) async for piece in part.slices()])
+
+
+def test_a_part_within_the_memory_budget_stays_in_memory_and_gives_it_back() -> None:
+    spool = PartSpool(ByteBudget(10), ByteBudget(100))
 
     async def scenario() -> None:
-        async with budget.reserve(4), budget.reserve(6):
-            assert budget.available_bytes == 0
-        assert budget.available_bytes == 10
+        part = spool.new_part()
+        await part.append(b"abcd")
+        await part.append(b"ef")
+        assert part.in_memory
+        assert spool.memory.available_bytes == 4
+        assert part.whole() == b"abcdef"
+        assert await contents(part) == b"abcdef"
+        await part.close()
+        assert spool.memory.available_bytes == 10
 
     asyncio.run(scenario())
 
 
-def test_a_reservation_beyond_the_budget_waits_until_memory_is_released() -> None:
-    budget = UploadBudget(10)
-    order: list[str] = []
-
-    async def holder(release: asyncio.Event) -> None:
-        async with budget.reserve(8):
-            order.append("first holds")
-            await release.wait()
-        order.append("first released")
-
-    async def waiter() -> None:
-        async with budget.reserve(5):
-            order.append("second holds")
+def test_a_part_the_memory_budget_cannot_hold_moves_to_a_file_and_keeps_every_byte() -> None:
+    spool = PartSpool(ByteBudget(10), ByteBudget(1000))
+    data = os.urandom(600)
 
     async def scenario() -> None:
-        release = asyncio.Event()
-        first = asyncio.create_task(holder(release))
-        await asyncio.sleep(0)
-        second = asyncio.create_task(waiter())
-        await asyncio.sleep(0.01)
-        assert order == ["first holds"]
-        release.set()
-        await asyncio.gather(first, second)
-
-    asyncio.run(scenario())
-    assert order == ["first holds", "first released", "second holds"]
-
-
-def test_waiters_are_served_in_arrival_order_so_large_uploads_are_not_starved() -> None:
-    budget = UploadBudget(10)
-    served: list[str] = []
-
-    async def upload(name: str, size: int, hold: float) -> None:
-        async with budget.reserve(size):
-            served.append(name)
-            await asyncio.sleep(hold)
-
-    async def scenario() -> None:
-        first = asyncio.create_task(upload("small-1", 6, 0.02))
-        await asyncio.sleep(0)
-        large = asyncio.create_task(upload("large", 10, 0))
-        await asyncio.sleep(0)
-        small = asyncio.create_task(upload("small-2", 2, 0))
-        await asyncio.gather(first, large, small)
-
-    asyncio.run(scenario())
-    assert served == ["small-1", "large", "small-2"]
-
-
-def test_a_reservation_larger_than_the_budget_takes_the_whole_budget() -> None:
-    budget = UploadBudget(10)
-
-    async def scenario() -> None:
-        async with budget.reserve(100):
-            assert budget.available_bytes == 0
+        part = spool.new_part()
+        await part.append(data[:8])
+        assert part.in_memory
+        for start in range(8, 600, 50):
+            await part.append(data[start : start + 50])
+        assert not part.in_memory
+        # Memory held before the move is given back; the file is charged to the disk budget.
+        assert spool.memory.available_bytes == 10
+        assert spool.disk.available_bytes == 400
+        assert part.whole() is None
+        assert await contents(part) == data
+        # Several readers at once (replicas, retries) each get the whole part.
+        both = await asyncio.gather(contents(part), contents(part))
+        assert both == [data, data]
+        await part.close()
+        assert spool.disk.available_bytes == 1000
 
     asyncio.run(scenario())
 
 
-def test_a_cancelled_waiter_does_not_block_those_behind_it() -> None:
-    budget = UploadBudget(10)
+def test_paused_parts_hold_only_what_they_received_so_others_are_never_made_to_wait() -> None:
+    spool = PartSpool(ByteBudget(16 * 1024), ByteBudget(0))
 
     async def scenario() -> None:
-        async with budget.reserve(10):
-            blocked = asyncio.create_task(budget.reserve(5).__aenter__())
-            await asyncio.sleep(0)
-            blocked.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await blocked
-        async with budget.reserve(10):
-            assert budget.available_bytes == 0
+        paused = [spool.new_part() for _ in range(3)]
+        for part in paused:
+            await part.append(b"x" * 1024)
+        fourth = spool.new_part()
+        await fourth.append(b"y" * 10 * 1024)
+        assert fourth.in_memory
+        for part in [*paused, fourth]:
+            await part.close()
+        assert spool.memory.available_bytes == 16 * 1024
+
+    asyncio.run(scenario())
+
+
+def test_with_both_budgets_spent_an_upload_is_refused_at_once_not_made_to_wait() -> None:
+    spool = PartSpool(ByteBudget(4), ByteBudget(4))
+
+    async def scenario() -> None:
+        first = spool.new_part()
+        await first.append(b"1234")
+        second = spool.new_part()
+        await second.append(b"5678")
+        assert not second.in_memory
+        third = spool.new_part()
+        with pytest.raises(UploadCapacityExhausted) as refused:
+            await third.append(b"9")
+        assert refused.value.retry_after_seconds
+        for part in (first, second, third):
+            await part.close()
+        assert (spool.memory.available_bytes, spool.disk.available_bytes) == (4, 4)
 
     asyncio.run(scenario())
