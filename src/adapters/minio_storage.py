@@ -90,8 +90,6 @@ class MinioSettings:
     first_byte_timeout_seconds: float
     # The longest a streaming body may go without the node sending or accepting a byte.
     idle_timeout_seconds: float
-    # Connections kept per node; requests in flight are capped separately (``InFlightLimits``).
-    max_connections_per_node: int
     # Multipart parts are at least 5 MiB; each is held in memory while it is filled and sent.
     part_size_bytes: int
     # Objects up to this size are read whole and sent in one piece; larger ones stream in chunks
@@ -525,11 +523,11 @@ class MinioObjectStorage:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            settings = self._settings
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=0, limit_per_host=settings.max_connections_per_node
-                ),
+                # No pool limit: a request that waited for a pooled connection would time out as if
+                # the node were unreachable. What a node may be asked at once is capped by
+                # InFlightLimits, and connections by the gateway's own connection cap.
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
                 # Bytes pass through as stored: no decompression, no cookies, no extra headers.
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),

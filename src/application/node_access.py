@@ -14,31 +14,39 @@ _T = TypeVar("_T")
 
 
 class NodeAccess:
-    """Admission to a node, and what its answers teach its breaker.
+    """Admission to a node, its cap of requests waiting for it, and what its answers teach its
+    breaker.
 
     A request is refused at once (503) when the node's breaker is open or when the node already has
-    its cap of requests in flight; otherwise it takes a slot until ``release`` is called. Only a
-    node that could not be reached (or timed out) counts against its breaker; any answer, even an
-    error, shows it is alive.
+    its cap of requests waiting for an answer. The cap counts requests waiting for the node (from
+    sending a request, or the end of an upload's body, to the node's response headers), not bytes
+    moving at a client's pace: a slow client must not use up the node for everyone else, and a node
+    that stalls mid-body is cut off by the idle timeout instead. Only a node that could not be
+    reached (or timed out) counts against its breaker; any answer, even an error, shows it is
+    alive.
     """
 
     def __init__(self, breakers: NodeBreakers, limits: InFlightLimits) -> None:
         self.breakers = breakers
         self.limits = limits
 
-    def enter(self, node: Node) -> Callable[[], None]:
-        """Take a slot on ``node``; the function returned gives it back (twice is harmless)."""
+    def admit(self, node: Node) -> None:
+        """Refuse at once a request the node cannot take now (resting, or at its cap)."""
         retry_after = self.breakers.admit(node.name)
         if retry_after is not None:
             raise NodeUnavailable(
                 node.name, "it failed repeatedly and is resting", retry_after_seconds=retry_after
             )
+        if self.limits.in_flight(node.name) >= self.limits.max_per_node:
+            raise self._overloaded(node)
+
+    def hold(self, node: Node) -> Callable[[], None]:
+        """Take a place in ``node``'s cap; the function returned gives it back (twice is harmless).
+
+        For a request already admitted: the breaker is not asked again (it may be the one probe).
+        """
         if not self.limits.try_enter(node.name):
-            raise NodeOverloaded(
-                node.name,
-                f"it already has {self.limits.max_per_node} requests in flight",
-                retry_after_seconds=1,
-            )
+            raise self._overloaded(node)
         return _Slot(self.limits, node.name).release
 
     async def observe(self, node: Node, operation: Callable[[], Awaitable[_T]]) -> _T:
@@ -52,19 +60,27 @@ class NodeAccess:
         except GatewayError as exc:
             # The node did answer (not found, a refused header, ...). A cancelled request says
             # nothing either way; a probe it was leaves the breaker to its own timeout.
-            exc.node_name = node.name
+            exc.node_name = exc.node_name or node.name
             self.breakers.record_success(node.name)
             raise
         self.breakers.record_success(node.name)
         return result
 
     async def call(self, node: Node, operation: Callable[[], Awaitable[_T]]) -> _T:
-        """``operation`` on ``node`` within a slot that is given back when it returns."""
-        release = self.enter(node)
+        """``operation`` on ``node``, admitted and holding a place in its cap until it returns."""
+        self.admit(node)
+        release = self.hold(node)
         try:
             return await self.observe(node, operation)
         finally:
             release()
+
+    def _overloaded(self, node: Node) -> NodeOverloaded:
+        return NodeOverloaded(
+            node.name,
+            f"it already has {self.limits.max_per_node} requests waiting for it",
+            retry_after_seconds=1,
+        )
 
 
 class _Slot:

@@ -80,31 +80,42 @@ class PutObject:
         # that reads cannot see once the owner is back.
         node = await self._fleet.owner_of(object_id)
         content_type = content_type or DEFAULT_CONTENT_TYPE
-        if preconditions is not None and not preconditions.empty:
-            return await self._access.call(
-                node,
-                lambda: self._store_if(node, object_id, body, length, content_type, preconditions),
-            )
-
-        async def store() -> PutOutcome:
-            # 201 or 200 needs to know whether the ID was taken before this write. The HEAD runs
-            # beside the upload instead of before it; the last chunk of the body is held back until
-            # it has answered, so the node cannot have committed the new object by then.
-            existed = asyncio.ensure_future(self._current(node, object_id))
-            try:
-                if length == 0:
-                    await existed  # nothing to hold back: an empty body commits at once
-                info = await self._storage.put(
-                    node, object_id, _last_chunk_after(existed, body), length, content_type
+        self._access.admit(node)
+        # While the client's body is coming, the upload waits for the client, not the node: it
+        # takes a place in the node's cap only once the body has ended (the HEAD beside it holds
+        # one while it runs).
+        slot = _SlotAfterBody(self._access, node)
+        try:
+            if preconditions is not None and not preconditions.empty:
+                return await self._access.observe(
+                    node,
+                    lambda: self._store_if(
+                        node, object_id, slot.body(body), length, content_type, preconditions
+                    ),
                 )
-                return PutOutcome(info=info, created=await existed is None, node=node)
-            finally:
-                if not existed.done():
-                    existed.cancel()
-                    with contextlib.suppress(BaseException):
-                        await existed
 
-        return await self._access.call(node, store)
+            async def store() -> PutOutcome:
+                # 201 or 200 needs to know whether the ID was taken before this write. The HEAD
+                # runs beside the upload instead of before it; the last chunk of the body is held
+                # back until it has answered, so the node cannot have committed the new object
+                # by then.
+                existed = asyncio.ensure_future(self._current(node, object_id))
+                try:
+                    if length == 0:
+                        await existed  # nothing to hold back: an empty body commits at once
+                    info = await self._storage.put(
+                        node, object_id, slot.body(body, after=existed), length, content_type
+                    )
+                    return PutOutcome(info=info, created=await existed is None, node=node)
+                finally:
+                    if not existed.done():
+                        existed.cancel()
+                        with contextlib.suppress(BaseException):
+                            await existed
+
+            return await self._access.observe(node, store)
+        finally:
+            slot.release()
 
     async def _store_if(  # noqa: PLR0917 - private, called from one place
         self,
@@ -132,24 +143,45 @@ class PutObject:
         return PutOutcome(info=info, created=current is None, node=node)
 
     async def _current(self, node: Node, object_id: ObjectId) -> ObjectInfo | None:
+        release = self._access.hold(node)
         try:
             return await self._storage.head(node, object_id)
         except ObjectNotFound:
             return None
+        finally:
+            release()
 
 
-async def _last_chunk_after(
-    gate: Awaitable[object], body: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    """``body`` unchanged, except that its last chunk waits for ``gate`` (and its error, if any)."""
-    held: bytes | None = None
-    async for chunk in body:
+class _SlotAfterBody:
+    """An upload's place in its node's cap, taken when the client's body has ended."""
+
+    __slots__ = ("_access", "_node", "_release")
+
+    def __init__(self, access: NodeAccess, node: Node) -> None:
+        self._access = access
+        self._node = node
+        self._release: Callable[[], None] | None = None
+
+    async def body(
+        self, body: AsyncIterator[bytes], after: Awaitable[object] | None = None
+    ) -> AsyncIterator[bytes]:
+        """``body`` unchanged, except that its last chunk waits for ``after`` (and its error, if
+        any) and for a place in the node's cap."""
+        held: bytes | None = None
+        async for chunk in body:
+            if held is not None:
+                yield held
+            held = chunk
+        if after is not None:
+            await after
+        self._release = self._access.hold(self._node)
         if held is not None:
             yield held
-        held = chunk
-    await gate
-    if held is not None:
-        yield held
+
+    def release(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
 
 
 class _Reads:
@@ -216,26 +248,9 @@ class GetObject(_Reads):
     async def _open(
         self, node: Node, object_id: ObjectId, byte_range: ByteRange | None
     ) -> StoredObject:
-        # The node's slot is held while the body streams, and given back when the reader closes.
-        release = self._access.enter(node)
-        try:
-            stored = await self._access.observe(
-                node, lambda: self._storage.get(node, object_id, byte_range)
-            )
-        except BaseException:
-            release()
-            raise
-        close_stored = stored.close
-
-        async def close() -> None:
-            try:
-                await close_stored()
-            finally:
-                release()
-
-        return StoredObject(
-            stored.info, stored.chunks, close, stored.whole_body, stored.content_range
-        )
+        # The node's place in its cap is given back once its answer has arrived: the body then
+        # moves at the client's pace (and a node that stalls mid-body meets the idle timeout).
+        return await self._access.call(node, lambda: self._storage.get(node, object_id, byte_range))
 
 
 class HeadObject(_Reads):

@@ -14,7 +14,7 @@
         ├── NoNodesAvailable      discovery found no storage node at all
         ├── NodeUnavailable       the ID's node is down, refusing, or resting (circuit open)
         │   ├── NodeUnreachable   connecting to the node failed or timed out (feeds its breaker)
-        │   └── NodeOverloaded    the node already has as many requests in flight as it may
+        │   └── NodeOverloaded    as many requests wait for the node as may
         ├── DiscoveryUnavailable  the container runtime cannot be asked who the nodes are
         └── UploadCapacityExhausted  upload parts fill the gateway's memory and disk budgets
 

@@ -4,7 +4,7 @@ __all__ = ["InFlightLimits"]
 
 
 class InFlightLimits:
-    """A cap on the requests each node may have in flight at once.
+    """A cap on the requests that may wait for each node's answer at once.
 
     A node that stops answering would otherwise collect every request for its IDs until they time
     out; with the cap, requests beyond it are refused at once and the rest of the gateway is not

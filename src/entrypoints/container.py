@@ -38,11 +38,6 @@ def _thread_pool(max_workers: int, thread_name_prefix: str) -> Iterator[ThreadPo
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _connections_per_node(settings: Settings) -> int:
-    # A PUT holds two connections: the upload and the HEAD that tells 201 from 200.
-    return 2 * settings.node_max_in_flight
-
-
 def _closing(factory: Callable[..., _C], **kwargs: object) -> Iterator[_C]:
     resource = factory(**kwargs)
     try:
@@ -126,7 +121,6 @@ class Container(containers.DeclarativeContainer):
         connect_timeout_seconds=settings.provided.node_connect_timeout_seconds,
         first_byte_timeout_seconds=settings.provided.node_first_byte_timeout_seconds,
         idle_timeout_seconds=settings.provided.node_idle_timeout_seconds,
-        max_connections_per_node=providers.Callable(_connections_per_node, settings),
         part_size_bytes=settings.provided.part_size_bytes,
         download_chunk_bytes=settings.provided.download_chunk_bytes,
     )

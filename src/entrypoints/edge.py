@@ -38,7 +38,7 @@ _REASONS = {
 }
 # A response head is a few hundred bytes; bodies this small are worth joining to it too.
 _HELD_WRITE_BYTES = 16 * 1024
-# Descriptors beyond the client connections: node connections, the Docker socket, logs, imports.
+# Descriptors beyond the client and node connections: the Docker socket, logs, temporary files.
 _SPARE_DESCRIPTORS = 256
 
 
@@ -49,20 +49,21 @@ class EdgeLimits:
     max_connections: int
 
 
-def raise_file_limit(limits: EdgeLimits, node_connections: int) -> EdgeLimits:
+def raise_file_limit(limits: EdgeLimits, node_connections_per_client: int) -> EdgeLimits:
     """Raise the soft file limit to what the caps need; lower the connection cap if it cannot be.
 
-    Every client connection may hold a node connection besides its own, and the nodes' pools hold
-    up to ``node_connections`` more.
+    Every client connection may hold up to ``node_connections_per_client`` node connections besides
+    its own (in use, or idle in the pool after it), and a few more descriptors are spare.
     """
-    needed = 2 * limits.max_connections + node_connections + _SPARE_DESCRIPTORS
+    per_client = 1 + node_connections_per_client
+    needed = per_client * limits.max_connections + _SPARE_DESCRIPTORS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     ceiling = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
     if soft < ceiling:
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
     if ceiling >= needed:
         return limits
-    affordable = max(1, (ceiling - node_connections - _SPARE_DESCRIPTORS) // 2)
+    affordable = max(1, (ceiling - _SPARE_DESCRIPTORS) // per_client)
     logger.warning(
         "the file limit (hard %d) allows %d connections, not %d: capping at %d",
         hard,

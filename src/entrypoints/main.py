@@ -76,8 +76,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
             head_timeout_seconds=settings.request_head_timeout_seconds,
             max_connections=settings.max_connections,
         ),
-        # Node pools: a PUT holds two connections to its node; a typical fleet, not a bound.
-        node_connections=2 * settings.node_max_in_flight * 8,
+        # A PUT holds two connections to its node: the upload and the HEAD beside it.
+        node_connections_per_client=2,
     )
     return {
         "http": guarded_protocol(limits),

@@ -80,7 +80,7 @@ _INVALID = _error(
     "request is malformed (invalid_request)."
 )
 _UNAVAILABLE = _error(
-    "The ID's node is down, unreachable, resting or at its cap of requests in flight "
+    "The ID's node is down, unreachable, resting or at its cap of requests waiting for it "
     "(node_unavailable), no node is known (no_nodes_available), the Docker daemon cannot be "
     "reached (discovery_unavailable), or upload parts fill the gateway's memory and disk budgets "
     "(upload_capacity_exhausted). Carries Retry-After."

@@ -54,7 +54,7 @@ class Settings:
     node_first_byte_timeout_seconds: float = 5.0
     # The longest a streaming body may go without the node sending or accepting a byte.
     node_idle_timeout_seconds: float = 30.0
-    # Requests one node may have in flight; beyond it, that node's requests get 503 at once.
+    # Requests that may wait for one node's answer at once; beyond it, its requests get 503 at once.
     node_max_in_flight: int = 64
     # Consecutive connection failures that make a node "rest": its IDs then fail at once (503) ...
     breaker_failure_threshold: int = 3

@@ -160,7 +160,6 @@ def test_a_get_on_a_connection_the_node_closed_is_retried_and_not_held_against_i
             connect_timeout_seconds=1,
             first_byte_timeout_seconds=5,
             idle_timeout_seconds=5,
-            max_connections_per_node=4,
             part_size_bytes=5 * MiB,
             download_chunk_bytes=256 * 1024,
         ),

@@ -228,3 +228,52 @@ def test_paused_chunked_uploads_do_not_make_another_chunked_upload_wait(
     assert http.get("/object/fourthupload").content == body
     assert elapsed < 3, f"the fourth upload took {elapsed:.1f} s"
     figures["3 paused chunked uploads, then a 4th (300 KiB)"] = f"the 4th stored in {elapsed:.2f} s"
+
+
+@pytest.fixture(scope="module")
+def capped(nodes: object, run_marker: str) -> Iterator[GatewayServer]:
+    with GatewayServer.for_marker(run_marker, node_max_in_flight=4) as server:
+        yield server
+
+
+def test_slow_clients_hold_no_node_slot_so_the_nodes_other_requests_are_served(
+    capped: GatewayServer, nodes: list[StorageNode], figures: dict[str, str]
+) -> None:
+    victim = nodes[1]
+    with httpx.Client(base_url=capped.base_url, timeout=30) as http:
+        ids = [f"slowclient{i}" for i in range(40)]
+        large = os.urandom(3 * MiB)
+        for object_id in ids:
+            assert http.put(f"/object/{object_id}", content=large).is_success
+        on_victim = sorted(victim.object_names() & set(ids))
+        assert len(on_victim) >= 2
+        held = []
+        try:
+            # Eight clients (twice the cap) that read a download's first bytes and stop reading,
+            # and eight that send the first bytes of an upload and stop sending.
+            for index in range(8):
+                reader = socket.create_connection(("127.0.0.1", capped.port), timeout=30)
+                reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                reader.sendall(
+                    b"GET /object/%s HTTP/1.1\r\nHost: g\r\n\r\n" % on_victim[0].encode()
+                )
+                assert reader.recv(1024).startswith(b"HTTP/1.1 200 ")
+                writer = socket.create_connection(("127.0.0.1", capped.port), timeout=30)
+                writer.sendall(
+                    b"PUT /object/%s HTTP/1.1\r\nHost: g\r\nContent-Length: %d\r\n\r\n%s"
+                    % (on_victim[1 + index % (len(on_victim) - 1)].encode(), MiB, b"z" * 100_000)
+                )
+                held += [reader, writer]
+            time.sleep(0.5)
+            started = time.monotonic()
+            got = http.get(f"/object/{on_victim[-1]}")
+            put = http.put(f"/object/{on_victim[0]}", content=b"while clients are slow")
+            elapsed = time.monotonic() - started
+        finally:
+            for sock in held:
+                sock.close()
+    assert got.status_code == 200, got.text
+    assert put.status_code == 200, put.text
+    figures["8 stalled downloads + 8 stalled uploads on one node (cap 4)"] = (
+        f"its other requests served ({elapsed * 1000:.0f} ms for a GET and a PUT)"
+    )

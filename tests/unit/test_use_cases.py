@@ -186,26 +186,65 @@ def test_a_put_holds_its_last_chunk_until_the_existence_check_has_answered() -> 
     asyncio.run(scenario())
 
 
-def test_a_node_at_its_cap_of_requests_in_flight_refuses_at_once_without_resting() -> None:
+def test_a_node_at_its_cap_of_requests_waiting_for_it_refuses_at_once_without_resting() -> None:
     gateway = Gateway()
 
     async def scenario() -> None:
-        await gateway.put("abc", body_of(b"x"), 1, None)
-        open_reads = [await gateway.get("abc") for _ in range(gateway.limits.max_per_node)]
-        with pytest.raises(NodeOverloaded, match="in flight") as refused:
-            await gateway.get("abc")
+        node = (await gateway.put("abc", body_of(b"x"), 1, None)).node.name
+        gateway.storage.head_released = asyncio.Event()
+        waiting = [asyncio.ensure_future(gateway.head("abc")) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        assert gateway.limits.in_flight(node) == 4
+        with pytest.raises(NodeOverloaded, match="waiting for it") as refused:
+            await gateway.head("abc")
         assert refused.value.retry_after_seconds is not None
-        node = open_reads[0].node.name
         assert not gateway.breakers.state(node).open
         assert gateway.breakers.state(node).consecutive_failures == 0
-        # Closing a read gives its slot back.
-        await open_reads.pop().stored.close()
-        assert await gateway.read("abc") == b"x"
-        for retrieved in open_reads:
-            await retrieved.stored.close()
+        gateway.storage.head_released.set()
+        await asyncio.gather(*waiting)
         assert gateway.limits.in_flight(node) == 0
 
     asyncio.run(scenario())
+
+
+def test_an_open_download_holds_no_place_in_its_nodes_cap() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        node = (await gateway.put("abc", body_of(b"x"), 1, None)).node.name
+        # More downloads than the cap, each answered by the node and read at the client's pace.
+        open_reads = [await gateway.get("abc") for _ in range(gateway.limits.max_per_node + 2)]
+        assert gateway.limits.in_flight(node) == 0
+        assert await gateway.read("abc") == b"x"
+        for retrieved in open_reads:
+            await retrieved.stored.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_upload_takes_a_place_in_the_cap_only_once_its_body_has_ended() -> None:
+    gateway = Gateway()
+    client_paused = asyncio.Event()
+    in_flight_seen: list[int] = []
+
+    async def paused_body() -> AsyncIterator[bytes]:
+        yield b"first"
+        client_paused.set()
+        await asyncio.sleep(0.01)
+        yield b"second"
+
+    async def at_commit(node_name: str, _: str) -> None:
+        in_flight_seen.append(gateway.limits.in_flight(node_name))
+
+    async def scenario() -> None:
+        upload = asyncio.ensure_future(gateway.put("abc", paused_body(), None, None))
+        await client_paused.wait()
+        assert sum(gateway.limits.in_flight(n.name) for n in gateway.discovery.nodes) == 0
+        gateway.storage.before_commit = at_commit
+        await upload
+
+    asyncio.run(scenario())
+    assert in_flight_seen == [1]
 
 
 def test_a_slot_is_given_back_when_the_node_fails() -> None:
