@@ -25,10 +25,10 @@ import functools
 import hashlib
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 from urllib.parse import SplitResult
 
 import aiohttp
@@ -56,6 +56,7 @@ from domain.ports import ByteRange, ListedObject, ObjectInfo, StoredObject, Writ
 
 __all__ = ["MAX_SINGLE_PUT_BYTES", "MinioObjectStorage", "MinioSettings"]
 
+_T = TypeVar("_T")
 MiB = 1024 * 1024
 # S3 refuses a single PUT above 5 GiB; beyond it only multipart uploads work.
 MAX_SINGLE_PUT_BYTES = 5 * 1024 * MiB
@@ -211,13 +212,24 @@ class MinioObjectStorage:
     ) -> ObjectInfo:
         await self._ensure_bucket(node)
         conditions = _condition_headers(condition)
-        if length is not None and length <= self._settings.max_single_put_bytes:
-            return await self._put_streamed(
+        try:
+            if length is not None and length <= self._settings.max_single_put_bytes:
+                return await self._put_streamed(
+                    node, object_id.value, body, length, content_type, conditions
+                )
+            return await self._put_in_parts(
                 node, object_id.value, body, length, content_type, conditions
             )
-        return await self._put_in_parts(
-            node, object_id.value, body, length, content_type, conditions
-        )
+        except _NoSuchBucket:
+            # Its bucket went after it was made (the node was recreated on an empty volume, say),
+            # and a body that is streamed cannot be sent twice: the bucket is made again now, and
+            # the client asked to retry.
+            await self._ensure_bucket(node, again=True)
+            raise NodeUnavailable(
+                node.name,
+                "its bucket was missing and has been created again; retry",
+                retry_after_seconds=1,
+            ) from None
 
     async def delete(self, node: Node, object_id: ObjectId) -> None:
         response = await self._request(node, "DELETE", object_id.value)
@@ -274,9 +286,10 @@ class MinioObjectStorage:
         if length <= _SMALL_BODY_BYTES:
             # Socket-sized: gathered first and sent in one piece, which costs far less per request
             # than a streamed body (no writer generator, one write).
-            data = await _gathered(body, length)
-            etag = await self._put_bytes(
-                node, key, length, bytes(data), content_type, headers=conditions
+            data = bytes(await _gathered(body, length))
+            etag = await self._with_bucket(
+                node,
+                lambda: self._put_bytes(node, key, length, data, content_type, headers=conditions),
             )
             return ObjectInfo(size=length, content_type=content_type, etag=etag)
         settings = self._settings
@@ -359,7 +372,9 @@ class MinioObjectStorage:
                         )
                         return ObjectInfo(size=part.size, content_type=content_type, etag=etag)
                     if upload_id is None:
-                        upload_id = await self._create_upload(node, key, content_type)
+                        upload_id = await self._with_bucket(
+                            node, lambda: self._create_upload(node, key, content_type)
+                        )
                     if part.size or not etags:
                         etags.append(
                             await self._put_part(
@@ -397,14 +412,17 @@ class MinioObjectStorage:
     ) -> str:
         """PUT a buffered body (an object or one part of a multipart upload); its ETag."""
         whole = part.whole()
-        return await self._put_bytes(
+        return await self._with_bucket(
             node,
-            key,
-            part.size,
-            part.slices() if whole is None else whole,
-            content_type,
-            query=query,
-            headers=headers,
+            lambda: self._put_bytes(
+                node,
+                key,
+                part.size,
+                part.slices() if whole is None else whole,
+                content_type,
+                query=query,
+                headers=headers,
+            ),
         )
 
     async def _put_bytes(
@@ -497,8 +515,19 @@ class MinioObjectStorage:
             if response.status not in (200, 204, 404):
                 await _raise_for(node, response)
 
-    async def _ensure_bucket(self, node: Node) -> None:
+    async def _with_bucket(self, node: Node, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """``operation``, made once more (after making the bucket) if the node says it has none."""
+        try:
+            return await operation()
+        except _NoSuchBucket:
+            await self._ensure_bucket(node, again=True)
+            return await operation()
+
+    async def _ensure_bucket(self, node: Node, *, again: bool = False) -> None:
+        """Make the node's bucket unless it is known to exist (``again``: known no longer)."""
         key = _node_key(node)
+        if again:
+            self._buckets_ready.discard(key)
         if key in self._buckets_ready:
             return
         response = await self._request(node, "HEAD", None)
@@ -845,9 +874,15 @@ async def _raise_for(node: Node, response: aiohttp.ClientResponse) -> NoReturn:
     raise _error_for(node, response.status, document)
 
 
+class _NoSuchBucket(ObjectNotFound):
+    """The node has no bucket (any more): nothing is stored there, and a write must make it."""
+
+
 def _error_for(node: Node, status: int, document: bytes) -> GatewayError:
     """The domain error for a node's refusal, told apart by its HTTP status and S3 error code."""
     code = _xml_text(document, "Code") if document else None
+    if code == "NoSuchBucket":
+        return _NoSuchBucket("no object is stored under this ID (the node has no bucket)")
     if status == 404 or code in _NOT_FOUND_CODES:
         return ObjectNotFound("no object is stored under this ID")
     if status == 412 or code == "PreconditionFailed":

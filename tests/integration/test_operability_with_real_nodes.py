@@ -1,6 +1,7 @@
 """Event-driven discovery, fast failure, degraded discovery and observability, with real nodes."""
 
 import logging
+import os
 import time
 
 import httpx
@@ -109,3 +110,38 @@ def test_metrics_move_and_the_access_log_carries_the_echoed_request_id(
     assert len(lines) == 1
     assert lines[0].object_id == "observed"  # type: ignore[attr-defined]
     assert lines[0].node.startswith(run_marker)  # type: ignore[attr-defined]
+
+
+def test_a_node_whose_bucket_vanished_gets_it_back_on_the_next_write() -> None:
+    # As after a node is recreated on an empty volume with the same address and keys.
+    marker = new_run_marker()
+    node = start_node(marker, 1)
+    try:
+        with (
+            GatewayServer.for_marker(marker) as server,
+            httpx.Client(base_url=server.base_url, timeout=30) as http,
+        ):
+            assert http.put("/object/before", content=b"before").status_code == 201
+            client = node.client()
+            client.remove_object("objects", "before")
+            client.remove_bucket("objects")
+            assert http.get("/object/before").status_code == 404
+
+            small = http.put("/object/small", content=b"small")
+            assert small.status_code == 201, small.text
+            assert http.get("/object/small").content == b"small"
+            # A streamed body cannot be sent twice: the node's bucket is made again at once and
+            # the client is asked to retry; the next attempt is stored.
+            client.remove_object("objects", "small")
+            client.remove_bucket("objects")
+            large = os.urandom(300 * 1024)
+            first = http.put("/object/large", content=large)
+            assert first.status_code in (201, 503), first.text
+            if first.status_code == 503:
+                assert first.json()["error"] == "node_unavailable"
+                assert "bucket" in first.json()["detail"]
+                assert http.put("/object/large", content=large).status_code == 201
+            assert http.get("/object/large").content == large
+    finally:
+        node.container.stop()
+        node.container.get_docker_client().client.close()
