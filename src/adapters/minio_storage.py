@@ -25,7 +25,7 @@ import functools
 import hashlib
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NoReturn, TypeVar
@@ -63,6 +63,8 @@ MAX_SINGLE_PUT_BYTES = 5 * 1024 * MiB
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _MAX_ERROR_BODY_BYTES = 64 * 1024
+# A listing page of 1,000 keys is a few hundred KiB.
+_MAX_DOCUMENT_BYTES = 8 * MiB
 _SMALL_BODY_BYTES = 64 * 1024
 _LIST_PAGE_SIZE = 1000
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -139,7 +141,7 @@ class MinioObjectStorage:
         response = await self._request(node, "HEAD", object_id.value)
         async with response:
             if response.status != 200:
-                await _raise_for(node, response)
+                await self._raise_for(node, response)
             return _info_from(response.headers)
 
     async def get(
@@ -158,7 +160,7 @@ class MinioObjectStorage:
                 size = (await self.head(node, object_id)).size
                 raise RangeNotSatisfiable(_beyond(byte_range, size), size)
             if response.status not in (200, 206):
-                await _raise_for(node, response)
+                await self._raise_for(node, response)
             info = _info_from(response.headers)
             sent = info.size  # what the node's body holds
             content_range: tuple[int, int] | None = None
@@ -236,7 +238,7 @@ class MinioObjectStorage:
         async with response:
             if response.status not in (200, 204):
                 try:
-                    await _raise_for(node, response)
+                    await self._raise_for(node, response)
                 except ObjectNotFound:
                     return  # no bucket yet: nothing to delete
 
@@ -253,14 +255,19 @@ class MinioObjectStorage:
                 if response.status == 404:
                     return  # no bucket: the node holds nothing
                 if response.status != 200:
-                    await _raise_for(node, response)
-                document = await response.read()
+                    await self._raise_for(node, response)
+                document = await self._read_document(node, response)
             try:
                 element = ET.fromstring(document)  # noqa: S314 - a node's own answer
-            except ET.ParseError as exc:
-                raise NodeUnavailable(node.name, "it answered a listing that is not XML") from exc
-            for entry in findall(element, "Contents"):
-                listed = S3Object.fromxml(entry, self._settings.bucket)
+                page = [
+                    S3Object.fromxml(entry, self._settings.bucket)
+                    for entry in findall(element, "Contents")
+                ]
+            except (ET.ParseError, ValueError, TypeError, AttributeError) as exc:
+                raise NodeUnavailable(
+                    node.name, f"it answered a listing it cannot read ({exc})"
+                ) from exc
+            for listed in page:
                 yield ListedObject(
                     name=listed.object_name or "",
                     size=listed.size or 0,
@@ -340,7 +347,7 @@ class MinioObjectStorage:
             raise NodeUnreachable(node.name, "it stopped accepting the upload") from None
         async with response:
             if response.status != 200:
-                await _raise_for(node, response)
+                await self._raise_for(node, response, from_client=True)
             return ObjectInfo(size=sent, content_type=content_type, etag=_etag_of(response))
 
     async def _put_in_parts(  # noqa: PLR0917 - private, called from one place
@@ -452,7 +459,7 @@ class MinioObjectStorage:
         )
         async with response:
             if response.status != 200:
-                await _raise_for(node, response)
+                await self._raise_for(node, response, from_client=True)
             return _etag_of(response)
 
     def _first_byte_after_sending(self, size: int) -> float:
@@ -465,8 +472,8 @@ class MinioObjectStorage:
         )
         async with response:
             if response.status != 200:
-                await _raise_for(node, response)
-            upload_id = _xml_text(await response.read(), "UploadId")
+                await self._raise_for(node, response, from_client=True)
+            upload_id = _xml_text(await self._read_document(node, response), "UploadId")
         if not upload_id:
             raise NodeUnavailable(node.name, "it started a multipart upload without an ID")
         return upload_id
@@ -502,10 +509,10 @@ class MinioObjectStorage:
             payload_hash=hashlib.sha256(document).hexdigest(),
         )
         async with response:
-            document = await response.read()
+            document = await self._read_document(node, response)
             # S3 may report a failed completion with 200 and an <Error> document.
             if response.status != 200 or _xml_text(document, "Code"):
-                raise _error_for(node, response.status, document)
+                raise _error_for(node, response.status, document, from_client=True)
             etag = (_xml_text(document, "ETag") or "").strip('"')
         return etag or _etag_of(response)
 
@@ -513,7 +520,7 @@ class MinioObjectStorage:
         response = await self._request(node, "DELETE", key, query={"uploadId": upload_id})
         async with response:
             if response.status not in (200, 204, 404):
-                await _raise_for(node, response)
+                await self._raise_for(node, response)
 
     async def _with_bucket(self, node: Node, operation: Callable[[], Awaitable[_T]]) -> _T:
         """``operation``, made once more (after making the bucket) if the node says it has none."""
@@ -534,11 +541,11 @@ class MinioObjectStorage:
         async with response:
             exists = response.status == 200
             if not exists and response.status != 404:
-                await _raise_for(node, response)
+                await self._raise_for(node, response)
         if not exists:
             response = await self._request(node, "PUT", None)
             async with response:
-                document = await response.read()
+                document = await self._read_document(node, response)
                 # 409: another request or gateway replica created it first.
                 if response.status not in (200, 409):
                     raise _error_for(node, response.status, document)
@@ -547,6 +554,36 @@ class MinioObjectStorage:
                 ):
                     raise _error_for(node, response.status, document)
         self._buckets_ready.add(key)
+
+    # -- reading what a node answers -----------------------------------------------------------
+
+    async def _read_document(self, node: Node, response: aiohttp.ClientResponse) -> bytes:
+        """A whole answer body (a listing, a completion), bounded in size and in time."""
+        chunks: list[bytes] = []
+        received = 0
+        with _node_errors(node, "reading its answer"):
+            async with asyncio.timeout(self._settings.idle_timeout_seconds):
+                while chunk := await response.content.read(64 * 1024):
+                    received += len(chunk)
+                    if received > _MAX_DOCUMENT_BYTES:
+                        raise NodeUnavailable(
+                            node.name, f"it answered more than {_MAX_DOCUMENT_BYTES} bytes"
+                        )
+                    chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _raise_for(
+        self, node: Node, response: aiohttp.ClientResponse, *, from_client: bool = False
+    ) -> NoReturn:
+        """The error a refusal stands for (``from_client``: the request carried the client's body
+        or headers). Its document is read if it comes in time: the status alone still tells the
+        error apart when the node dies mid-document."""
+        try:
+            async with asyncio.timeout(self._settings.first_byte_timeout_seconds):
+                document = await response.content.read(_MAX_ERROR_BODY_BYTES)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            document = b""
+        raise _error_for(node, response.status, document, from_client=from_client)
 
     # -- one signed request -----------------------------------------------------------------
 
@@ -866,20 +903,31 @@ def _xml_text(document: bytes, name: str) -> str | None:
     return None if text is None else str(text)
 
 
-async def _raise_for(node: Node, response: aiohttp.ClientResponse) -> NoReturn:
+@contextlib.contextmanager
+def _node_errors(node: Node, doing: str) -> Iterator[None]:
+    """aiohttp's failures (and timeouts) while talking to ``node`` as the node's unreachability."""
     try:
-        document = await response.content.read(_MAX_ERROR_BODY_BYTES)
-    except (aiohttp.ClientError, OSError):
-        document = b""
-    raise _error_for(node, response.status, document)
+        yield
+    except TimeoutError:
+        raise NodeUnreachable(node.name, f"it stopped answering while {doing}") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise NodeUnreachable(node.name, f"the connection failed while {doing} ({exc!r})") from exc
 
 
 class _NoSuchBucket(ObjectNotFound):
     """The node has no bucket (any more): nothing is stored there, and a write must make it."""
 
 
-def _error_for(node: Node, status: int, document: bytes) -> GatewayError:
-    """The domain error for a node's refusal, told apart by its HTTP status and S3 error code."""
+def _error_for(
+    node: Node, status: int, document: bytes, *, from_client: bool = False
+) -> GatewayError:
+    """The domain error for a node's refusal, told apart by its HTTP status and S3 error code.
+
+    Only a request that carried something of the client's (a write's body, its Content-Type) can
+    be refused for the client's fault; a refusal of anything else (HEAD, GET, DELETE, listings,
+    the bucket) is the node's, whatever the status: a node in another region refusing every HEAD
+    must not turn every PUT into the client's 400.
+    """
     code = _xml_text(document, "Code") if document else None
     if code == "NoSuchBucket":
         return _NoSuchBucket("no object is stored under this ID (the node has no bucket)")
@@ -887,7 +935,7 @@ def _error_for(node: Node, status: int, document: bytes) -> GatewayError:
         return ObjectNotFound("no object is stored under this ID")
     if status == 412 or code == "PreconditionFailed":
         return PreconditionFailed("the object changed on the node meanwhile")
-    if status in _CLIENT_ERROR_STATUSES and code not in _NODE_SETUP_CODES:
+    if from_client and status in _CLIENT_ERROR_STATUSES and code not in _NODE_SETUP_CODES:
         error: GatewayError = RefusedByNode(
             f"the storage node refused the request ({code or f'HTTP {status}'})"
         )
