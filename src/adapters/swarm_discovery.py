@@ -7,9 +7,10 @@ one. A manager's API sees every service and task of the swarm, on every host.
 
 Membership: for each service whose name contains the marker, its slots ``1..replicas`` (a service
 scaled to 0 keeps slot 1, down, the way a stopped container stays a member: its IDs answer 503,
-not another node's 404), or for a global service each node it runs a task on. A member is up when
-the task Swarm wants running in its place is running and has an address on an overlay network the
-gateway shares. Keys come from the service's container spec, read as MinIO reads them.
+not another node's 404), or for a global service each node it runs (or is restarting) a task on.
+A member is up when the task Swarm wants running in its place is running and has an address on an
+overlay network the gateway shares. Keys come from the service's container spec, read as MinIO
+reads them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 _FAILURES = (docker.errors.DockerException, requests.RequestException)
 _EVENT_FILTERS = {"type": ["service", "container", "node"]}
+_WANTED_STATES = frozenset({"running", "ready"})
 
 
 def swarm_members(
@@ -74,10 +76,12 @@ def swarm_members(
         if credentials is None:
             warn(f"skipping service {name}: it sets no MinIO keys")
             continue
+        # Swarm's restart supervisor (and a rolling update) holds a replacement task in "ready"
+        # for the restart delay: its place stays a member, down, until the task runs.
         wanted = [
             task
             for task in tasks_by_service.get(str(service["ID"]), [])
-            if task.get("DesiredState") == "running"
+            if task.get("DesiredState") in _WANTED_STATES
         ]
         mode = spec.get("Mode", {})
         if "Global" in mode:
@@ -91,7 +95,11 @@ def swarm_members(
             candidates = [task for task in wanted if str(task.get(key)) == place]
             current = max(candidates, key=_version) if candidates else None
             host = _address(current, own_networks) if current is not None else None
-            running = current is not None and current.get("Status", {}).get("State") == "running"
+            running = (
+                current is not None
+                and current.get("DesiredState") == "running"
+                and current.get("Status", {}).get("State") == "running"
+            )
             up = running and host is not None
             members.append(
                 Node(

@@ -111,3 +111,14 @@ def test_only_a_swarm_manager_can_discover(swarm: dict[str, Any], problem: str |
     else:
         assert found is not None
         assert problem in found
+
+
+def test_a_global_services_member_stays_on_the_ring_down_while_swarm_restarts_its_task() -> None:
+    # Killed, the task is replaced by one that Swarm holds in "ready" for the restart delay.
+    payload = recorded("global_restarting")
+    (node_id,) = {t["NodeID"] for t in payload["tasks"]}
+    assert {t["DesiredState"] for t in payload["tasks"]} == {"ready", "shutdown"}
+    found = members("global_restarting", own_networks=frozenset(payload["own_networks"]))
+    restarting = found[f"rec-global-amazin-object-storage-node.{node_id}"]
+    assert restarting.state is NodeState.DOWN
+    assert restarting.host is None
