@@ -7,13 +7,15 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, cast
 
 import docker
 import docker.errors
+import docker.utils
 import requests
+from docker.utils.json_stream import json_stream
 
 from domain.errors import DiscoveryUnavailable
 from domain.node import Credentials, Node, NodeState
@@ -21,6 +23,7 @@ from domain.node import Credentials, Node, NodeState
 __all__ = [
     "DockerEventFeed",
     "DockerNodeDiscovery",
+    "EventStream",
     "credentials_from_env",
     "open_event_stream",
     "own_container_networks",
@@ -175,18 +178,58 @@ class DockerNodeDiscovery:
 
 def open_event_stream(
     client_factory: Callable[[], docker.DockerClient], filters: Mapping[str, Any]
-) -> tuple[docker.DockerClient, Any]:
+) -> tuple[docker.DockerClient, EventStream]:
     """A client of its own (the stream holds its connection as long as it runs) and the stream."""
     try:
         client = client_factory()
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise DiscoveryUnavailable(f"the Docker daemon cannot be reached: {exc}") from exc
     try:
-        stream = client.events(decode=True, filters=dict(filters))
-    except (docker.errors.DockerException, requests.RequestException) as exc:
+        return client, EventStream.open(client, filters)
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
         client.close()
         raise DiscoveryUnavailable(f"the Docker events stream failed: {exc}") from exc
-    return client, stream
+
+
+class EventStream:
+    """The daemon's events, one decoded JSON object at a time, opened within the client's timeout.
+
+    docker-py's ``events()`` waits for the daemon's answer without a timeout: a daemon, or a proxy
+    that buffers streamed answers, that takes the request and never answers would hold discovery's
+    watcher for ever, and no re-listing would run again. Here the answer's head must come within
+    the client's timeout; after it, events may be minutes apart, so the socket waits without one.
+    """
+
+    def __init__(self, response: requests.Response) -> None:
+        self._response = response
+
+    @classmethod
+    def open(cls, client: docker.DockerClient, filters: Mapping[str, Any]) -> EventStream:
+        api = client.api
+        response = api.get(
+            f"{api.base_url}/v{api.api_version}/events",
+            params={"filters": docker.utils.convert_filters(dict(filters))},
+            stream=True,
+            timeout=api.timeout,
+        )
+        response.raise_for_status()
+        connection = response.raw.connection
+        if connection is not None and connection.sock is not None:
+            connection.sock.settimeout(None)
+        return cls(response)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        # json_stream decodes bytes as it splits them (its stubs say text only).
+        chunks = cast(Iterator[str], self._response.raw.read_chunked(decode_content=False))
+        return cast(Iterator[dict[str, Any]], json_stream(chunks))
+
+    def close(self) -> None:
+        # Closing the response alone would leave a thread blocked in the socket's read.
+        connection = self._response.raw.connection
+        if connection is not None and connection.sock is not None:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+        self._response.close()
 
 
 def own_container_networks(client: docker.DockerClient) -> Mapping[str, Any] | None:
@@ -212,7 +255,7 @@ class DockerEventFeed:
     def __init__(
         self,
         client: docker.DockerClient,
-        stream: Any,
+        stream: EventStream,
         name_marker: str,
         loop: asyncio.AbstractEventLoop,
     ) -> None:

@@ -30,6 +30,7 @@ import requests
 
 from adapters.docker_discovery import (
     DockerEventFeed,
+    EventStream,
     credentials_from_env,
     open_event_stream,
     own_container_networks,
@@ -297,7 +298,7 @@ class SwarmChangeFeed:
     def __init__(
         self,
         client: docker.DockerClient,
-        stream: Any,
+        stream: EventStream,
         name_marker: str,
         fingerprint: Callable[[], Awaitable[str]],
         loop: asyncio.AbstractEventLoop,

@@ -221,6 +221,9 @@ class DockerSocketProxy:
         self._lock = threading.Lock()
         self.request_lines: list[bytes] = []
         self._cut = False
+        # When set, a request for the events stream is taken and never answered, as by a daemon
+        # that hangs or a proxy that buffers streamed answers; other requests are answered.
+        self.silence_events = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
@@ -261,13 +264,15 @@ class DockerSocketProxy:
         try:
             while data := source.recv(65536):
                 if from_client:
+                    lines = _REQUEST_LINE.findall(data)
                     with self._lock:
-                        self.request_lines += _REQUEST_LINE.findall(data)
+                        self.request_lines += lines
+                    if self.silence_events and any(b"/events" in line for line in lines):
+                        return  # the connection stays open, and nothing ever comes back
                 target.sendall(data)
         except OSError:
             pass
-        finally:
-            for end in (source, target):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-                end.close()
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()

@@ -140,3 +140,36 @@ def test_a_paused_node_gets_503_and_serves_again_within_a_second_of_unpause(
     for object_id in on_node:
         assert http.get(f"/object/{object_id}").content == object_id.encode()
     figures["unpause to first 200"] = f"{elapsed * 1000:.0f} ms"
+
+
+def test_an_events_stream_that_never_answers_cannot_hang_discovery(
+    nodes: list[StorageNode], run_marker: str, figures: dict[str, str]
+) -> None:
+    proxy = DockerSocketProxy()
+    server = GatewayServer.for_marker(
+        run_marker, docker_timeout_seconds=2, discovery_resync_seconds=300
+    )
+    server.use_docker_at(proxy.base_url)
+
+    def discovery_state(http: httpx.Client) -> str:
+        return str(http.get("/health/ready").json()["discovery"]["state"])
+
+    try:
+        with server, httpx.Client(base_url=server.base_url, timeout=30) as http:
+            wait_for(lambda: discovery_state(http) == "ok", 10, "discovery")
+            # The events stream breaks, and its reopening meets a daemon (or a buffering proxy)
+            # that takes the request and never answers; everything else is answered.
+            proxy.silence_events = True
+            proxy.cut()
+            proxy.restore()
+            wait_for(lambda: discovery_state(http) == "degraded", 10, "the broken stream")
+            time.sleep(3)  # beyond the Docker timeout (2 s): a bounded wait has given up
+            assert http.get(f"/object/{'x' * 3}").status_code in (200, 404)
+            proxy.silence_events = False
+            answered = time.monotonic()
+            wait_for(lambda: discovery_state(http) == "ok", 20, "discovery to recover")
+            figures["events stream silent, then answered again: discovery ok after"] = (
+                f"{time.monotonic() - answered:.1f} s"
+            )
+    finally:
+        proxy.close()
