@@ -62,7 +62,8 @@ def credentials_from_env(env: Sequence[str] | None) -> Credentials | None:
 
 
 class DockerNodeDiscovery:
-    """Finds storage nodes as the containers, running or not, whose name contains ``name_marker``.
+    """Finds storage nodes as the containers, running or not, whose name contains ``name_marker``
+    and that have started at least once.
 
     When the gateway itself runs in a container, only nodes attached to a network it shares are
     members, and a node's address is its IP on that network; elsewhere (tests, a gateway on the
@@ -144,6 +145,10 @@ class DockerNodeDiscovery:
         name = attributes["Name"].lstrip("/")
         # The daemon's name filter is an unanchored regex; keep only true substring matches.
         if self._name_marker not in name:
+            return None
+        if attributes["State"].get("Status") == "created":
+            # Created and never started (between `docker create` and `docker start`, or left so):
+            # it holds nothing, and as a member that is down it would make its IDs answer 503.
             return None
         networks: Mapping[str, Any] = attributes["NetworkSettings"]["Networks"] or {}
         if own_networks is not None:

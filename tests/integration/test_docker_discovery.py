@@ -42,19 +42,29 @@ def test_every_marked_container_is_found_with_its_own_keys_and_address(
     assert any(node.legacy_key_names for node in nodes)
 
 
-def test_a_container_without_keys_is_skipped_and_a_stopped_one_is_a_down_member(
+def test_keyless_and_never_started_containers_are_skipped_and_a_stopped_one_is_a_down_member(
     docker_client: docker.DockerClient, executor: ThreadPoolExecutor
 ) -> None:
     marker = f"amazin-object-storage-node-{uuid.uuid4().hex[:8]}"
     keyless = docker_client.containers.create(
         MINIO_IMAGE, "server /data", name=f"{marker}-keyless", labels={TEST_LABEL: "1"}
     )
-    stopped = docker_client.containers.create(
+    stopped = docker_client.containers.run(
         MINIO_IMAGE,
         "server /data",
         name=f"{marker}-stopped",
         labels={TEST_LABEL: "1"},
         environment={"MINIO_ROOT_USER": "stoppeduser", "MINIO_ROOT_PASSWORD": "stoppedpass"},
+        detach=True,
+    )
+    stopped.stop(timeout=1)
+    # Created and never started: it holds nothing, so it is no member (yet).
+    created = docker_client.containers.create(
+        MINIO_IMAGE,
+        "server /data",
+        name=f"{marker}-created",
+        labels={TEST_LABEL: "1"},
+        environment={"MINIO_ROOT_USER": "createduser", "MINIO_ROOT_PASSWORD": "createdpass"},
     )
     # Shares the marker as a substring only through a regex wildcard: must not be a member.
     lookalike = docker_client.containers.create(
@@ -70,5 +80,5 @@ def test_a_container_without_keys_is_skipped_and_a_stopped_one_is_a_down_member(
         assert found[f"{marker}-stopped"].state is NodeState.DOWN
         assert found[f"{marker}-stopped"].host is None
     finally:
-        for container in (keyless, stopped, lookalike):
+        for container in (keyless, stopped, created, lookalike):
             container.remove(force=True)

@@ -6,9 +6,12 @@ import time
 
 import httpx
 import pytest
+from docker import DockerClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.support import (
+    MINIO_IMAGE,
+    TEST_LABEL,
     GatewayServer,
     StorageNode,
     frozen,
@@ -145,3 +148,34 @@ def test_a_node_whose_bucket_vanished_gets_it_back_on_the_next_write() -> None:
     finally:
         node.container.stop()
         node.container.get_docker_client().client.close()
+
+
+def test_a_node_created_but_not_yet_started_takes_no_ids_until_it_starts(
+    nodes: list[StorageNode], http: httpx.Client, run_marker: str, docker_client: DockerClient
+) -> None:
+    ids = [f"beforecreate{i}" for i in range(60)]
+    for object_id in ids:
+        assert http.put(f"/object/{object_id}", content=object_id.encode()).is_success
+
+    def members() -> int:
+        return len(http.get("/health/ready").json()["nodes"])
+
+    created = docker_client.containers.create(
+        MINIO_IMAGE,
+        "server /data",
+        name=f"{run_marker}-created",
+        labels={TEST_LABEL: "1"},
+        environment={"MINIO_ROOT_USER": "createduser", "MINIO_ROOT_PASSWORD": "created-secret"},
+    )
+    try:
+        time.sleep(1)  # the create event has been seen and the fleet listed again
+        assert members() == len(nodes)
+        statuses = {http.get(f"/object/{object_id}").status_code for object_id in ids}
+        assert statuses == {200}, "a created container must not take IDs (503) before it runs"
+        created.start()
+        wait_for(lambda: members() == len(nodes) + 1, 5, "the started node to join")
+        # Its IDs are still found where they were written.
+        assert {http.get(f"/object/{object_id}").status_code for object_id in ids} == {200}
+    finally:
+        created.remove(force=True, v=True)
+    wait_for(lambda: members() == len(nodes), 5, "the removed node to leave")
