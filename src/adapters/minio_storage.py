@@ -26,7 +26,7 @@ import hashlib
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NoReturn, TypeVar
 from urllib.parse import SplitResult
@@ -105,7 +105,8 @@ class MinioSettings:
 class _NodeKey:
     endpoint: str
     access_key: str
-    secret_key: str
+    # Kept out of repr, as in Credentials: logging a key must never leak the secret.
+    secret_key: str = field(repr=False)
 
 
 class MinioObjectStorage:

@@ -111,7 +111,17 @@ class RebalanceSummary:
 class RebalanceReporter(Protocol):
     """Where progress goes (a progress bar on a terminal, JSON lines elsewhere)."""
 
+    def error(self, error: GatewayError) -> None:
+        """Nothing could be planned (discovery failed, a node named to drain is unknown, ...)."""
+        ...
+
     def planned(self, plan: RebalancePlan) -> None: ...
+
+    def planned_move(self, item: Misplaced) -> None:
+        """A move a dry run would make."""
+        ...
+
+    def dry_run_done(self, plan: RebalancePlan) -> None: ...
 
     def step(self, result: StepResult) -> None: ...
 

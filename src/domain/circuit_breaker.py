@@ -18,7 +18,6 @@ class _Breaker:
 class BreakerState:
     open: bool
     consecutive_failures: int
-    retry_after_seconds: float | None
 
 
 class NodeBreakers:
@@ -71,8 +70,5 @@ class NodeBreakers:
     def state(self, node_name: str) -> BreakerState:
         breaker = self._breakers.get(node_name)
         if breaker is None:
-            return BreakerState(open=False, consecutive_failures=0, retry_after_seconds=None)
-        if breaker.opened_at is None:
-            return BreakerState(False, breaker.consecutive_failures, None)
-        remaining = max(0.0, breaker.opened_at + self._cooldown - self._clock())
-        return BreakerState(True, breaker.consecutive_failures, remaining)
+            return BreakerState(open=False, consecutive_failures=0)
+        return BreakerState(breaker.opened_at is not None, breaker.consecutive_failures)

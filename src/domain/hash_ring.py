@@ -72,9 +72,6 @@ class HashRing:
     def node_names(self) -> frozenset[str]:
         return self._names
 
-    def __len__(self) -> int:
-        return len(self._names)
-
     def owner(self, object_id: ObjectId) -> str:
         """The name of the node that holds ``object_id``."""
         # The first step of ``_walk``, without a generator: this runs on every request.

@@ -27,9 +27,11 @@ from rich.progress import (
 )
 
 from application.rebalance import (
+    Misplaced,
     Outcome,
     Rebalance,
     RebalancePlan,
+    RebalanceReporter,
     RebalanceSummary,
     StepResult,
 )
@@ -99,7 +101,7 @@ async def run_rebalance(
     """Plan, report and (unless ``dry_run``) carry out a rebalance; the process exit status."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = container.settings()
-    reporter = TerminalReporter(out) if out.isatty() else JsonLinesReporter(out)
+    reporter: RebalanceReporter = TerminalReporter(out) if out.isatty() else JsonLinesReporter(out)
     storage = container.object_storage()
     try:
         try:
@@ -120,7 +122,7 @@ async def run_rebalance(
         reporter.planned(plan)
         if dry_run:
             for item in plan.misplaced:
-                reporter.planned_move(item.object_id, item.holder, item.owner, item.size)
+                reporter.planned_move(item)
             reporter.dry_run_done(plan)
             in_place = not plan.misplaced and not plan.unlisted
             return EXIT_OK if in_place else EXIT_NOT_IN_PLACE
@@ -157,8 +159,14 @@ class JsonLinesReporter:
             foreign_keys=plan.foreign_keys,
         )
 
-    def planned_move(self, object_id: str, holder: str, owner: str, size: int) -> None:
-        self._emit(event="would_move", id=object_id, source=holder, target=owner, size=size)
+    def planned_move(self, item: Misplaced) -> None:
+        self._emit(
+            event="would_move",
+            id=item.object_id,
+            source=item.holder,
+            target=item.owner,
+            size=item.size,
+        )
 
     def dry_run_done(self, plan: RebalancePlan) -> None:
         self._emit(event="dry_run", would_move=len(plan.misplaced), changed=0)
@@ -187,11 +195,10 @@ class JsonLinesReporter:
         )
 
 
-class TerminalReporter(JsonLinesReporter):
+class TerminalReporter:
     """A progress bar (objects and bytes done, rate, time left) and a readable summary."""
 
     def __init__(self, out: TextIO) -> None:
-        super().__init__(out)
         self._console = Console(file=out)
         self._progress = Progress(
             TextColumn("[bold]rebalance"),
@@ -223,8 +230,10 @@ class TerminalReporter(JsonLinesReporter):
             )
             self._by_bytes = plan.misplaced_bytes > 0
 
-    def planned_move(self, object_id: str, holder: str, owner: str, size: int) -> None:
-        self._console.print(f"would move {object_id} ({size} bytes): {holder} -> {owner}")
+    def planned_move(self, item: Misplaced) -> None:
+        self._console.print(
+            f"would move {item.object_id} ({item.size} bytes): {item.holder} -> {item.owner}"
+        )
 
     def dry_run_done(self, plan: RebalancePlan) -> None:
         self._progress.stop()

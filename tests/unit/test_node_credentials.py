@@ -1,5 +1,6 @@
 from adapters.docker_discovery import credentials_from_env
-from domain.node import Credentials
+from adapters.minio_storage import _node_key
+from domain.node import Credentials, Node, NodeState
 from tests.fakes import make_node
 
 
@@ -36,3 +37,10 @@ def test_a_node_never_shows_its_secret_key() -> None:
     node = make_node("node-1")
     assert node.credentials.secret_key not in repr(node)
     assert node.credentials.secret_key not in str(node)
+
+
+def test_the_storage_adapters_key_of_a_node_never_shows_the_secret() -> None:
+    node = Node("n1", "10.0.0.1", 9000, Credentials("visible", "hidden-secret"), NodeState.UP)
+    shown = repr(_node_key(node))
+    assert "visible" in shown
+    assert "hidden-secret" not in shown
