@@ -1,4 +1,4 @@
-"""The rebalance command uses of its reporter what the RebalanceReporter protocol declares."""
+"""The rebalance command calls on its reporter only what the RebalanceReporter protocol declares."""
 
 import asyncio
 import io
