@@ -19,7 +19,7 @@ from domain.errors import (
 )
 from domain.node import Credentials, Node, NodeState
 from domain.object_id import ObjectId
-from domain.ports import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
+from domain.objects import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
 
 
 def make_node(name: str, state: NodeState = NodeState.UP, host: str | None = "10.0.0.1") -> Node:
@@ -204,6 +204,9 @@ class InMemoryObjectStorage:
         return StoredObject(
             info=stored.info, chunks=chunks(), close=close, content_range=content_range
         )
+
+    async def aclose(self) -> None:
+        self.events.append("closed")
 
     def node_of(self, object_id: str) -> list[str]:
         return [name for name, stored_id in self.objects if stored_id == object_id]

@@ -53,14 +53,12 @@ class NodeAccess:
         """Run ``operation`` against ``node`` and tell its breaker how it went."""
         try:
             result = await operation()
-        except NodeUnreachable as exc:
-            exc.node_name = node.name
+        except NodeUnreachable:
             self.breakers.record_failure(node.name)
             raise
-        except GatewayError as exc:
+        except GatewayError:
             # The node did answer (not found, a refused header, ...). A cancelled request says
             # nothing either way; a probe it was leaves the breaker to its own timeout.
-            exc.node_name = exc.node_name or node.name
             self.breakers.record_success(node.name)
             raise
         self.breakers.record_success(node.name)

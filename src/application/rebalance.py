@@ -35,7 +35,8 @@ from domain.errors import (
 from domain.hash_ring import HashRing
 from domain.node import Node
 from domain.object_id import ObjectId
-from domain.ports import ListedObject, ObjectInfo, ObjectStorage, StoredObject, WriteCondition
+from domain.objects import ListedObject, ObjectInfo, StoredObject, WriteCondition
+from domain.ports import ObjectStorage
 
 __all__ = [
     "Misplaced",

@@ -14,7 +14,8 @@ from domain.conditions import Preconditions, Verdict
 from domain.errors import NodeUnavailable, ObjectNotFound, PreconditionFailed
 from domain.node import Node
 from domain.object_id import ObjectId
-from domain.ports import ByteRange, ObjectInfo, ObjectStorage, StoredObject, WriteCondition
+from domain.objects import ByteRange, ObjectInfo, StoredObject, WriteCondition
+from domain.ports import ObjectStorage
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
@@ -228,9 +229,8 @@ class _Reads:
                 return await read(node), node, True
             except ObjectNotFound:
                 continue
-        missing = ObjectNotFound("no object is stored under this ID")
-        missing.node_name = owner.name  # the owner answers for the ID
-        raise missing
+        # The owner answers for the ID.
+        raise ObjectNotFound("no object is stored under this ID", node_name=owner.name)
 
 
 class GetObject(_Reads):

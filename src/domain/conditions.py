@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from domain.ports import ObjectInfo
+from domain.objects import ObjectInfo
 
 __all__ = ["EntityTags", "Preconditions", "Verdict"]
 

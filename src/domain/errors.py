@@ -50,11 +50,11 @@ class GatewayError(Exception):
 
     code = "gateway_error"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, node_name: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         # The storage node involved, when there was one (for logs and per-node metrics).
-        self.node_name: str | None = None
+        self.node_name = node_name
 
 
 class InvalidRequest(GatewayError):
@@ -91,8 +91,10 @@ class PreconditionFailed(GatewayError):
 class RangeNotSatisfiable(GatewayError):
     code = "range_not_satisfiable"
 
-    def __init__(self, detail: str, object_size: int | None) -> None:
-        super().__init__(detail)
+    def __init__(
+        self, detail: str, object_size: int | None, *, node_name: str | None = None
+    ) -> None:
+        super().__init__(detail, node_name=node_name)
         self.object_size = object_size
 
 
@@ -117,8 +119,7 @@ class NodeUnavailable(ServiceUnavailable):
     def __init__(
         self, node_name: str, reason: str, retry_after_seconds: float | None = None
     ) -> None:
-        super().__init__(f"storage node {node_name} is unavailable: {reason}")
-        self.node_name = node_name
+        super().__init__(f"storage node {node_name} is unavailable: {reason}", node_name=node_name)
         self.retry_after_seconds = retry_after_seconds
 
 

@@ -5,11 +5,13 @@ from dataclasses import dataclass
 
 from domain.errors import InvalidObjectId
 
-__all__ = ["MAX_OBJECT_ID_LENGTH", "ObjectId"]
+__all__ = ["MAX_OBJECT_ID_LENGTH", "OBJECT_ID_PATTERN", "ObjectId"]
 
 MAX_OBJECT_ID_LENGTH = 32
+# The rule, as a regular expression that must match the whole ID (the HTTP schema anchors it).
+OBJECT_ID_PATTERN = rf"[A-Za-z0-9]{{1,{MAX_OBJECT_ID_LENGTH}}}"
 # re.ASCII + fullmatch: str.isalnum() admits non-ASCII digits, and `$` admits a final "\n".
-_VALID_OBJECT_ID = re.compile(rf"[A-Za-z0-9]{{1,{MAX_OBJECT_ID_LENGTH}}}", re.ASCII)
+_VALID_OBJECT_ID = re.compile(OBJECT_ID_PATTERN, re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)

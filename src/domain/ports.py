@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from domain.node import Node
 from domain.object_id import ObjectId
+from domain.objects import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
 
-__all__ = [
-    "ByteRange",
-    "ChangeFeed",
-    "ListedObject",
-    "NodeDiscovery",
-    "ObjectInfo",
-    "ObjectStorage",
-    "StoredObject",
-    "WriteCondition",
-]
+__all__ = ["ChangeFeed", "NodeDiscovery", "ObjectStorage"]
 
 
 class ChangeFeed(Protocol):
@@ -45,88 +35,6 @@ class NodeDiscovery(Protocol):
     async def watch(self) -> ChangeFeed:
         """Start following changes; ``DiscoveryUnavailable`` when the source cannot be asked."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """What a node says about a stored object. ``etag`` is unquoted."""
-
-    size: int
-    content_type: str
-    etag: str
-    last_modified: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ByteRange:
-    """Bytes ``first`` to ``last`` (inclusive) of an object, as in HTTP's ``Range: bytes=``.
-
-    ``last`` None: to the end. ``first`` None: a suffix, the final ``last`` bytes.
-    """
-
-    first: int | None
-    last: int | None
-
-    def __post_init__(self) -> None:
-        if self.first is None and self.last is None:
-            raise ValueError("a byte range needs a first byte, a last byte, or both")
-        if self.first is not None and self.last is not None and self.last < self.first:
-            raise ValueError("a byte range cannot end before it starts")
-
-    def resolve(self, size: int) -> tuple[int, int] | None:
-        """(start, end) inclusive within an object of ``size`` bytes; None if none of it exists."""
-        if self.first is None:
-            assert self.last is not None
-            if self.last == 0 or size == 0:
-                return None
-            return max(0, size - self.last), size - 1
-        if self.first >= size:
-            return None
-        return self.first, size - 1 if self.last is None else min(self.last, size - 1)
-
-    def header_value(self) -> str:
-        first = "" if self.first is None else str(self.first)
-        last = "" if self.last is None else str(self.last)
-        return f"bytes={first}-{last}"
-
-
-@dataclass(frozen=True, slots=True)
-class ListedObject:
-    """One entry of a node's listing. ``name`` is the key as stored, not necessarily a valid ID."""
-
-    name: str
-    size: int
-    etag: str
-    last_modified: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class WriteCondition:
-    """A conditional write (S3's If-None-Match / If-Match on PUT).
-
-    MinIO honours both; some S3 servers (the test stand-in among them) ignore them, so a caller
-    may rely on a refusal (``PreconditionFailed``) but must not rely on one coming.
-    """
-
-    only_if_absent: bool = False
-    only_if_etag: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """An object being read: its metadata, then its bytes as they arrive.
-
-    ``whole_body`` is set instead of streaming when the object is small enough to have been read in
-    one go (it then goes out to the client in one send). ``close`` must be awaited once the reader
-    is done (or gives up), to return the node connection. When a byte range was asked for,
-    ``content_range`` is the (start, end) the bytes cover, and ``info.size`` the whole object's.
-    """
-
-    info: ObjectInfo
-    chunks: AsyncIterator[bytes]
-    close: Callable[[], Awaitable[None]]
-    whole_body: bytes | None = None
-    content_range: tuple[int, int] | None = None
 
 
 class ObjectStorage(Protocol):
@@ -169,4 +77,8 @@ class ObjectStorage(Protocol):
 
     def list_objects(self, node: Node) -> AsyncIterator[ListedObject]:
         """Every object the node holds, page by page as the node hands them over."""
+        ...
+
+    async def aclose(self) -> None:
+        """Let go of what the storage holds (its connections); once, when the gateway stops."""
         ...

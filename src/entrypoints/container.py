@@ -7,10 +7,8 @@ from typing import Protocol, TypeVar
 import docker
 from dependency_injector import containers, providers
 
-from adapters.docker_discovery import DockerNodeDiscovery
-from adapters.minio_storage import MinioObjectStorage, MinioSettings
-from adapters.swarm_discovery import SwarmNodeDiscovery
-from adapters.upload_budget import ByteBudget, PartSpool
+from adapters.docker import DockerNodeDiscovery, SwarmNodeDiscovery
+from adapters.s3 import ByteBudget, MinioObjectStorage, MinioSettings, PartSpool
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
 from application.node_access import NodeAccess

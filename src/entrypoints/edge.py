@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from adapters.deadline import MovableDeadline
+
 __all__ = ["EdgeLimits", "OneSendPerResponse", "guarded_protocol", "raise_file_limit"]
 
 logger = logging.getLogger("gateway.edge")
@@ -162,9 +164,9 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._unfinished_head_bytes = 0
         self._head_began_in_this_read = False
         self._head_too_large = False
-        self._head_timer: asyncio.TimerHandle | None = None
-        # When the current request head must be complete; None once it is.
-        self._head_deadline: float | None = None
+        # A deadline per request, one timer per connection: a kept-alive connection's requests
+        # only move it.
+        self._head_deadline = MovableDeadline(self.loop, self._head_timed_out)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -178,10 +180,10 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
             return
         super().connection_made(OneSendPerResponse(transport, self.loop))  # type: ignore[arg-type]
-        self._start_head_timer()
+        self._head_deadline.set(self.limits.head_timeout_seconds)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._head_deadline.cancel()
         if not self._refused:
             super().connection_lost(exc)
 
@@ -214,7 +216,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         # The request line's method, spaces, version and line ends, and the head's final CRLF.
         self._head_bytes = len(b"DELETE  HTTP/1.1\r\n\r\n")
         self._unfinished_head_bytes = 0
-        self._start_head_timer()
+        self._head_deadline.set(self.limits.head_timeout_seconds)
 
     def on_url(self, url: bytes) -> None:
         self._count_head_bytes(len(url))
@@ -227,7 +229,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._unfinished_head_bytes = 0
-        self._stop_head_timer()
+        self._head_deadline.clear()
         super().on_headers_complete()
         if self.parser.should_upgrade() and self.cycle is not None:
             # The gateway has no WebSocket (or other upgraded) routes, so the Upgrade header is
@@ -259,30 +261,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
         cycle.message_event.set()
 
-    def _start_head_timer(self) -> None:
-        # A deadline per request, one timer per connection: a kept-alive connection's requests
-        # only move the deadline, and the timer re-arms itself when it fires early.
-        self._head_deadline = self.loop.time() + self.limits.head_timeout_seconds
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_at(self._head_deadline, self._head_timed_out)
-
-    def _stop_head_timer(self) -> None:
-        self._head_deadline = None
-
-    def _cancel_head_timer(self) -> None:
-        self._head_deadline = None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
     def _head_timed_out(self) -> None:
-        self._head_timer = None
-        deadline = self._head_deadline
-        if deadline is None:
-            return
-        if self.loop.time() < deadline:
-            self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
-            return
         if self._in_head and not self.transport.is_closing():
             self._refuse(
                 408,

@@ -7,7 +7,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from domain.conditions import EntityTags, Preconditions
-from domain.ports import ByteRange
+from domain.objects import ByteRange
 
 __all__ = ["parse_range", "preconditions_of"]
 

@@ -34,7 +34,7 @@ from domain.errors import (
     PreconditionFailed,
     RangeNotSatisfiable,
 )
-from domain.ports import ObjectInfo, StoredObject
+from domain.objects import ObjectInfo, StoredObject
 from entrypoints.http_errors import RouteNotFound, headers_for, status_for
 from entrypoints.http_semantics import parse_range, preconditions_of
 from entrypoints.observability import RequestFacts

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from minio import Minio
 
-from adapters.docker_discovery import credentials_from_env
+from adapters.docker import credentials_from_env
 from tests.integration.support import free_port, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

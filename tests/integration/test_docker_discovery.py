@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import pytest
 
-from adapters.docker_discovery import DockerNodeDiscovery
+from adapters.docker import DockerNodeDiscovery
 from domain.node import Node, NodeState
 from tests.integration.support import MINIO_IMAGE, TEST_LABEL, StorageNode
 

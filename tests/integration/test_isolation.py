@@ -14,8 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import httpx
 import pytest
 
-from adapters.minio_storage import MinioObjectStorage, MinioSettings
-from adapters.upload_budget import ByteBudget, PartSpool
+from adapters.s3 import ByteBudget, MinioObjectStorage, MinioSettings, PartSpool
 from application.node_access import NodeAccess
 from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits

@@ -23,8 +23,7 @@ import httpx
 import pytest
 from dependency_injector import providers
 
-from adapters.minio_storage import MinioObjectStorage, MinioSettings
-from adapters.upload_budget import ByteBudget, PartSpool
+from adapters.s3 import ByteBudget, MinioObjectStorage, MinioSettings, PartSpool
 from application.node_access import NodeAccess
 from domain.circuit_breaker import NodeBreakers
 from domain.errors import NodeUnavailable, NodeUnreachable

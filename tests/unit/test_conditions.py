@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from domain.conditions import EntityTags, Preconditions, Verdict
-from domain.ports import ObjectInfo
+from domain.objects import ObjectInfo
 from entrypoints.http_semantics import preconditions_of
 
 STORED = ObjectInfo(3, "text/plain", "abc", datetime(2026, 6, 1, tzinfo=UTC))

@@ -3,7 +3,7 @@
 import pytest
 from litestar.testing import TestClient
 
-from domain.ports import ByteRange
+from domain.objects import ByteRange
 from entrypoints.http_semantics import parse_range
 from tests.unit.conftest import Harness
 

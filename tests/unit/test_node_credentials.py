@@ -1,5 +1,5 @@
-from adapters.docker_discovery import credentials_from_env
-from adapters.minio_storage import _node_key
+from adapters.docker import credentials_from_env
+from adapters.s3.buckets import _NodeKey
 from domain.node import Credentials, Node, NodeState
 from tests.fakes import make_node
 
@@ -41,6 +41,6 @@ def test_a_node_never_shows_its_secret_key() -> None:
 
 def test_the_storage_adapters_key_of_a_node_never_shows_the_secret() -> None:
     node = Node("n1", "10.0.0.1", 9000, Credentials("visible", "hidden-secret"), NodeState.UP)
-    shown = repr(_node_key(node))
+    shown = repr(_NodeKey.of(node))
     assert "visible" in shown
     assert "hidden-secret" not in shown

@@ -9,7 +9,7 @@ import pytest
 from minio.credentials.credentials import Credentials
 from minio.signer import sign_v4_s3
 
-from adapters.s3_signing import REGION, signed_headers
+from adapters.s3.signing import REGION, signed_headers
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from adapters.swarm_discovery import not_a_manager, swarm_members
+from adapters.docker.swarm_members import not_a_manager, swarm_members
 from domain.node import Node, NodeState
 
 PAYLOADS = Path(__file__).parent / "payloads"

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from adapters.upload_budget import ByteBudget, PartSpool
+from adapters.s3 import ByteBudget, PartSpool
 from domain.errors import UploadCapacityExhausted
 
 

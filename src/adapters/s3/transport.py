@@ -1,0 +1,204 @@
+"""One signed S3 request to one node: the pooled aiohttp session, SigV4, timeouts, and the one place
+where aiohttp's (and the socket's) failures become the gateway's errors (``map_errors``).
+
+minio-py is the authority on S3 here (its SigV4 functions sign every request, see ``signing``), but
+its client is synchronous; running it in threads made every request cross into a worker thread
+and back, and let one frozen node hold every thread. So each node request is a coroutine on one
+shared ``aiohttp.ClientSession``, with pooled keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import SplitResult
+
+import aiohttp
+from minio.helpers import queryencode
+from yarl import URL
+
+from adapters.s3.signing import signed_headers
+from domain.errors import GatewayError, NodeUnavailable, NodeUnreachable
+from domain.node import Node
+from domain.sizes import GiB
+
+__all__ = [
+    "EMPTY_SHA256",
+    "MAX_SINGLE_PUT_BYTES",
+    "UNSIGNED_PAYLOAD",
+    "MinioSettings",
+    "RequestBody",
+    "S3Transport",
+    "map_errors",
+]
+
+# S3 refuses a single PUT above 5 GiB; beyond it only multipart uploads work.
+MAX_SINGLE_PUT_BYTES = 5 * GiB
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+
+RequestBody = bytes | bytearray | AsyncIterator[bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class MinioSettings:
+    bucket: str
+    connect_timeout_seconds: float
+    # From the request (or the end of its body) to the node's response headers.
+    first_byte_timeout_seconds: float
+    # The longest a streaming body may go without the node sending or accepting a byte.
+    idle_timeout_seconds: float
+    # Multipart parts are at least 5 MiB; each is held while it is filled and sent.
+    part_size_bytes: int
+    # Objects up to this size are read whole and sent in one piece; larger ones stream in chunks
+    # of about this size.
+    download_chunk_bytes: int
+    max_single_put_bytes: int = MAX_SINGLE_PUT_BYTES
+
+
+@contextlib.contextmanager
+def map_errors(node: Node, doing: str) -> Iterator[None]:
+    """aiohttp's failures, the socket's and timeouts while ``doing`` something with ``node``, as
+    the node's unreachability (which its breaker counts). The only place they become ours."""
+    try:
+        yield
+    except TimeoutError:
+        raise NodeUnreachable(node.name, f"it stopped answering while {doing}") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise NodeUnreachable(node.name, f"the connection failed while {doing} ({exc!r})") from exc
+
+
+class S3Transport:
+    """Signs and sends requests to the nodes over one pooled aiohttp session."""
+
+    def __init__(self, settings: MinioSettings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        # Built once: aiohttp's read timeout covers the wait for the first byte and each read.
+        self._first_byte_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.connect_timeout_seconds,
+            sock_connect=settings.connect_timeout_seconds,
+            sock_read=settings.first_byte_timeout_seconds,
+        )
+        # For requests that a deadline of their own bounds (streamed uploads, long completions).
+        self._no_read_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.connect_timeout_seconds,
+            sock_connect=settings.connect_timeout_seconds,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        node: Node,
+        method: str,
+        key: str | None,
+        *,
+        timeout: float | None = None,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: RequestBody = None,
+        payload_hash: str = EMPTY_SHA256,
+    ) -> aiohttp.ClientResponse:
+        """``send`` within the time to first byte, or within ``timeout`` overall."""
+        # Without ``timeout``, aiohttp's own read timeout bounds the wait for the first byte (and
+        # each read after it): no timer of our own on the hot path.
+        timer = contextlib.nullcontext() if timeout is None else asyncio.timeout(timeout)
+        try:
+            async with timer:
+                return await self.send(
+                    node,
+                    method,
+                    key,
+                    query=query,
+                    headers=headers,
+                    data=data,
+                    payload_hash=payload_hash,
+                    bounded_by_caller=timeout is not None,
+                )
+        except TimeoutError:
+            raise NodeUnreachable(node.name, "it did not answer in time") from None
+
+    async def send(
+        self,
+        node: Node,
+        method: str,
+        key: str | None,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: RequestBody = None,
+        payload_hash: str = EMPTY_SHA256,
+        body_failure: Callable[[], BaseException | None] | None = None,
+        bounded_by_caller: bool = False,
+    ) -> aiohttp.ClientResponse:
+        """Sign and send one request; the response's headers have arrived when it returns.
+
+        A failure of the request body (``body_failure`` returns it) is re-raised as it was, so the
+        client's own errors (a short body, a stall) stay the client's. ``bounded_by_caller``: the
+        caller's own deadline bounds the request, so aiohttp's read timeout is left out.
+        """
+        endpoint = node.endpoint
+        if endpoint is None:
+            raise NodeUnavailable(node.name, "the node has no address")
+        bucket = self.settings.bucket
+        path = f"/{bucket}" if key is None else f"/{bucket}/{key}"
+        query_string = (
+            "&".join(f"{name}={queryencode(value)}" for name, value in sorted(query.items()))
+            if query
+            else ""
+        )
+        credentials = node.credentials
+        signed = signed_headers(
+            method=method,
+            url=SplitResult("http", endpoint, path, query_string, ""),
+            headers=headers or {},
+            access_key=credentials.access_key,
+            secret_key=credentials.secret_key,
+            payload_hash=payload_hash,
+        )
+        try:
+            with map_errors(node, "sending a request"):
+                return await self._http().request(
+                    method,
+                    URL.build(
+                        scheme="http",
+                        authority=endpoint,
+                        path=path,
+                        query_string=query_string,
+                        encoded=True,
+                    ),
+                    headers=signed,
+                    data=data,
+                    timeout=self._no_read_timeout
+                    if bounded_by_caller
+                    else self._first_byte_timeout,
+                )
+        except NodeUnreachable:
+            failure = body_failure() if body_failure is not None else None
+            if isinstance(failure, GatewayError):
+                raise failure from None
+            raise
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                # No pool limit: a request that waited for a pooled connection would time out as if
+                # the node were unreachable. What a node may be asked at once is capped by
+                # InFlightLimits, and connections by the gateway's own connection cap.
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                # Bytes pass through as stored: no decompression, no cookies, no extra headers.
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                timeout=self._first_byte_timeout,
+            )
+        return self._session
