@@ -90,7 +90,7 @@ class Fleet:
                 await asyncio.shield(attempt)
         except TimeoutError:
             raise DiscoveryUnavailable(
-                f"the Docker daemon did not answer within {self._first_wait_seconds:g} seconds"
+                f"node discovery did not answer within {self._first_wait_seconds:g} seconds"
             ) from None
         except DiscoveryUnavailable:
             pass  # recorded by the attempt; raised below

@@ -1,19 +1,43 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from application.fleet import Fleet
 from domain.circuit_breaker import NodeBreakers
+from domain.node import Node
 
-__all__ = ["DiscoveryReport", "NodeReport", "ReadinessReport", "check_readiness"]
+__all__ = [
+    "DiscoveryReport",
+    "NodeHealth",
+    "NodeReport",
+    "ReadinessReport",
+    "check_readiness",
+    "health_of",
+]
+
+
+class NodeHealth(StrEnum):
+    """Whether a member can serve now: the one word readiness and the metrics use for it."""
+
+    UP = "up"
+    DOWN = "down"  # not running, per discovery
+    RESTING = "resting"  # its breaker is open
+
+
+def health_of(node: Node, breakers: NodeBreakers) -> NodeHealth:
+    if not node.is_up:
+        return NodeHealth.DOWN
+    if breakers.state(node.name).open:
+        return NodeHealth.RESTING
+    return NodeHealth.UP
 
 
 @dataclass(frozen=True, slots=True)
 class NodeReport:
     name: str
     address: str | None
-    # "up", "down" (not running, per discovery) or "resting" (its breaker is open).
-    state: str
+    state: NodeHealth
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +60,7 @@ def check_readiness(
 ) -> ReadinessReport:
     """Ready while the gateway can serve: some node is known, up and not resting.
 
-    A failing Docker daemon alone does not make it unready (the known nodes keep serving, and all
+    Failing discovery alone does not make it unready (the known nodes keep serving, and all
     replicas sharing that daemon would otherwise leave the load balancer at once); it shows as
     ``degraded``, as does discovery that has not succeeded for ``stale_after_seconds``.
     """
@@ -46,8 +70,9 @@ def check_readiness(
     for node in (
         [] if membership is None else sorted(membership.nodes.values(), key=lambda n: n.name)
     ):
-        state = "down" if not node.is_up else "resting" if breakers.state(node.name).open else "up"
-        nodes.append(NodeReport(name=node.name, address=node.endpoint, state=state))
+        nodes.append(
+            NodeReport(name=node.name, address=node.endpoint, state=health_of(node, breakers))
+        )
     if not status.known:
         discovery_state = "unavailable"
     elif status.last_error is not None or (
@@ -58,7 +83,7 @@ def check_readiness(
     else:
         discovery_state = "ok"
     return ReadinessReport(
-        ready=any(node.state == "up" for node in nodes),
+        ready=any(node.state is NodeHealth.UP for node in nodes),
         discovery=DiscoveryReport(
             state=discovery_state,
             seconds_since_success=(

@@ -39,6 +39,7 @@ from domain.objects import ListedObject, ObjectInfo, StoredObject, WriteConditio
 from domain.ports import ObjectStorage
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "Misplaced",
     "Outcome",
     "Rebalance",
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
+# Objects moved at once: enough to overlap one move's round trips with another's.
+DEFAULT_CONCURRENCY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +146,7 @@ class Rebalance:
         *,
         virtual_nodes: int,
         drain: Sequence[str] = (),
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self._storage = storage
         self._nodes: Mapping[str, Node] = {node.name: node for node in nodes}

@@ -27,6 +27,7 @@ from rich.progress import (
 )
 
 from application.rebalance import (
+    DEFAULT_CONCURRENCY,
     Misplaced,
     Outcome,
     Rebalance,
@@ -69,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="place objects as if this node were gone, so that it ends up empty (repeatable)",
     )
     rebalance.add_argument(
-        "--concurrency", type=int, default=4, help="objects moved at once (default: 4)"
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"objects moved at once (default: {DEFAULT_CONCURRENCY})",
     )
     arguments = parser.parse_args(argv)
     if arguments.command is None:
@@ -129,9 +133,7 @@ async def run_rebalance(
         summary = await rebalance.execute(plan, reporter)
         return EXIT_OK if summary.everything_in_place else EXIT_NOT_IN_PLACE
     finally:
-        close = getattr(storage, "aclose", None)
-        if close is not None:
-            await close()
+        await storage.aclose()
         container.shutdown_resources()
 
 

@@ -12,10 +12,13 @@ from adapters.s3 import ByteBudget, MinioObjectStorage, MinioSettings, PartSpool
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
 from application.node_access import NodeAccess
-from application.use_cases import DeleteObject, GetObject, HeadObject, PutObject
+from application.objects import DeleteObject, GetObject, HeadObject, PutObject
+from application.readiness import check_readiness
 from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
-from entrypoints.observability import GatewayMetrics
+from entrypoints.http.objects import ObjectApi, ObjectUseCases
+from entrypoints.lifespan import GatewayLifespan
+from entrypoints.observability.metrics import GatewayMetrics
 from entrypoints.settings import Settings
 
 __all__ = ["Container"]
@@ -45,11 +48,14 @@ def _closing(factory: Callable[..., _C], **kwargs: object) -> Iterator[_C]:
 
 
 class Container(containers.DeclarativeContainer):
-    """The one composition root. Tests override providers (``container.node_discovery.override``).
+    """The one composition root: everything the app and the CLI use is built here. Tests override
+    providers (``container.node_discovery.override``).
 
     Resources (thread pools, SDK clients) are created on first use and released by
-    ``shutdown_resources()``, which the app calls when it stops.
+    ``shutdown_resources()``, which the lifespan calls when the app stops.
     """
+
+    __self__ = providers.Self()
 
     settings = providers.Singleton(Settings.from_environ)
 
@@ -152,3 +158,28 @@ class Container(containers.DeclarativeContainer):
         fallback_nodes=settings.provided.read_fallback_nodes,
     )
     metrics = providers.Singleton(GatewayMetrics, fleet=fleet, breakers=breakers)
+    readiness = providers.Callable(
+        check_readiness,
+        fleet=fleet,
+        breakers=breakers,
+        stale_after_seconds=settings.provided.discovery_stale_after_seconds,
+    )
+    object_api = providers.Singleton(
+        ObjectApi,
+        use_cases=providers.Factory(
+            ObjectUseCases,
+            put=put_object,
+            get=get_object,
+            head=head_object,
+            delete=delete_object,
+        ),
+        max_body_bytes=settings.provided.max_body_bytes,
+        body_read_timeout_seconds=settings.provided.body_read_timeout_seconds,
+        body_send_timeout_seconds=settings.provided.body_send_timeout_seconds,
+    )
+    lifespan = providers.Singleton(
+        GatewayLifespan,
+        watcher=fleet_watcher,
+        storage=object_storage,
+        release_resources=__self__.provided.shutdown_resources,
+    )

@@ -17,7 +17,6 @@ Idle keep-alive connections are closed by uvicorn's own ``timeout_keep_alive``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import resource
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from adapters.deadline import MovableDeadline
+from domain.sizes import KiB
+from entrypoints.http.errors import error_body
 
 __all__ = ["EdgeLimits", "OneSendPerResponse", "guarded_protocol", "raise_file_limit"]
 
@@ -39,7 +40,7 @@ _REASONS = {
     503: b"Service Unavailable",
 }
 # A response head is a few hundred bytes; bodies this small are worth joining to it too.
-_HELD_WRITE_BYTES = 16 * 1024
+_HELD_WRITE_BYTES = 16 * KiB
 # Descriptors beyond the client and node connections: the Docker socket, logs, temporary files.
 _SPARE_DESCRIPTORS = 256
 
@@ -77,7 +78,7 @@ def raise_file_limit(limits: EdgeLimits, node_connections_per_client: int) -> Ed
 
 
 def _refusal(status: int, error: str, detail: str, retry_after: int | None = None) -> bytes:
-    body = json.dumps({"error": error, "detail": detail}).encode()
+    body = error_body(error, detail)
     lines = [
         b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
         b"content-type: application/json",

@@ -9,9 +9,10 @@ from typing import Any
 
 import uvicorn
 
-from entrypoints.app import create_app
+from domain.sizes import KiB
 from entrypoints.edge import EdgeLimits, guarded_protocol, raise_file_limit
-from entrypoints.observability import BatchedLineHandler, JsonLogFormatter
+from entrypoints.http.app import create_app
+from entrypoints.observability.log_output import BatchedLineHandler, JsonLogFormatter
 from entrypoints.settings import Settings
 
 __all__ = ["serve"]
@@ -21,7 +22,7 @@ __all__ = ["serve"]
 _GC_FIRST_GENERATION_THRESHOLD = 20_000
 # glibc's mallopt parameter, and the size from which buffers get their own mapping.
 _M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 256 * 1024
+_MMAP_THRESHOLD_BYTES = 256 * KiB
 
 
 def return_large_buffers_to_the_os() -> bool:

@@ -5,14 +5,14 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from application.use_cases import DEFAULT_FALLBACK_NODES
+from application.objects import DEFAULT_FALLBACK_NODES
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES
+from domain.sizes import GiB, KiB, MiB
 
 __all__ = ["ENV_PREFIX", "Settings"]
 
 ENV_PREFIX = "GATEWAY_"
 DISCOVERY_KINDS = ("docker", "swarm")
-MiB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +63,15 @@ class Settings:
     # Memory that multipart parts (uploads of unknown length) may hold together; beyond it, parts
     # fill temporary files in upload_spool_dir, up to upload_spool_bytes (then 503 at once).
     upload_buffer_bytes: int = 16 * MiB
-    upload_spool_bytes: int = 1024 * MiB
+    upload_spool_bytes: int = GiB
     # Where those files go; empty: the system's temporary directory (TMPDIR, else /tmp).
     upload_spool_dir: str = ""
     part_size_bytes: int = 5 * MiB
-    download_chunk_bytes: int = 256 * 1024
+    download_chunk_bytes: int = 256 * KiB
     # Largest accepted PUT body; unset means unlimited.
     max_body_bytes: int | None = None
     # The request line and headers together; beyond it, 431 (nginx: 4 buffers of 8 KiB).
-    max_request_head_bytes: int = 32 * 1024
+    max_request_head_bytes: int = 32 * KiB
     # From a connection's first byte (or its opening) to the end of the request head; else 408.
     request_head_timeout_seconds: float = 20.0
     # An idle kept-alive connection is closed after this long.

@@ -25,8 +25,8 @@ from dependency_injector import providers
 from minio import Minio
 from testcontainers.core.container import DockerContainer
 
-from entrypoints.app import create_app
 from entrypoints.container import Container
+from entrypoints.http.app import create_app
 from entrypoints.main import server_options
 from entrypoints.settings import Settings
 

@@ -9,8 +9,8 @@ from litestar.testing import TestClient
 from domain.hash_ring import HashRing
 from domain.node import NodeState
 from domain.object_id import ObjectId
-from entrypoints.app import create_app
 from entrypoints.container import Container
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
 

@@ -6,7 +6,7 @@ import pytest
 
 from domain.conditions import EntityTags, Preconditions, Verdict
 from domain.objects import ObjectInfo
-from entrypoints.http_semantics import preconditions_of
+from entrypoints.http.headers import preconditions_of
 
 STORED = ObjectInfo(3, "text/plain", "abc", datetime(2026, 6, 1, tzinfo=UTC))
 EARLIER = datetime(2026, 1, 1, tzinfo=UTC)

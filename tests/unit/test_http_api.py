@@ -4,7 +4,7 @@ import pytest
 from litestar.testing import TestClient
 
 from domain.errors import DiscoveryUnavailable
-from entrypoints.app import create_app
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.unit.conftest import Harness
 

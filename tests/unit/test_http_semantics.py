@@ -4,7 +4,7 @@ import pytest
 from litestar.testing import TestClient
 
 from domain.objects import ByteRange
-from entrypoints.http_semantics import parse_range
+from entrypoints.http.headers import parse_range
 from tests.unit.conftest import Harness
 
 BODY = bytes(range(256)) * 40  # 10,240 bytes

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from entrypoints.observability import BatchedLineHandler
+from entrypoints.observability.log_output import BatchedLineHandler
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from domain.hash_ring import HashRing
 from domain.node import NodeState
 from domain.object_id import ObjectId
 from tests.fakes import make_node
-from tests.unit.test_use_cases import Gateway
+from tests.unit.test_objects import Gateway
 
 
 def preference(gateway: Gateway, raw_id: str) -> list[str]:

@@ -8,7 +8,7 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from domain.node import NodeState
-from entrypoints.observability import JsonLogFormatter
+from entrypoints.observability.log_output import JsonLogFormatter
 from tests.fakes import make_node
 from tests.unit.conftest import Harness
 

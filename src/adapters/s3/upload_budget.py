@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator
 from typing import IO
 
 from domain.errors import UploadCapacityExhausted
+from domain.sizes import KiB
 
 __all__ = ["ByteBudget", "PartBuffer", "PartSpool"]
 
 # A part goes out in slices: the writer then waits for the socket between them instead of queueing
 # megabytes at once, and a file is read a slice at a time.
-SLICE_BYTES = 256 * 1024
+SLICE_BYTES = 256 * KiB
 
 
 class ByteBudget:

@@ -1,10 +1,9 @@
+"""The Litestar app: health, metrics and the schema as routes, the object routes as a mount, and
+every part taken from the container."""
+
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from litestar import Litestar, Request, Response, asgi, get
 from litestar.datastructures import State
@@ -14,25 +13,16 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.types import Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from application.readiness import ReadinessReport, check_readiness
+from application.readiness import ReadinessReport
 from domain.errors import GatewayError
 from entrypoints.container import Container
-from entrypoints.http_errors import headers_for, status_for
-from entrypoints.object_api import ObjectApi, ObjectUseCases
-from entrypoints.observability import ObservedRequests
-from entrypoints.openapi import document_object_routes
+from entrypoints.http.errors import ErrorBody, headers_for, status_for
+from entrypoints.http.openapi import document_object_routes
+from entrypoints.observability.access_log import ObservedRequests
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ErrorBody:
-    """Every error answer: a stable machine-readable code and a human-readable detail."""
-
-    error: str
-    detail: str
 
 
 def _gateway_error_handler(
@@ -86,43 +76,16 @@ async def metrics(request: Request[object, object, State]) -> Response[bytes]:
 def create_app(container: Container | None = None) -> Litestar:
     """Build the HTTP app around a container (a fresh one reading the environment by default)."""
     container = container or Container()
-    settings = container.settings()
-    object_api = ObjectApi(
-        ObjectUseCases(
-            put=container.put_object(),
-            get=container.get_object(),
-            head=container.head_object(),
-            delete=container.delete_object(),
-        ),
-        max_body_bytes=settings.max_body_bytes,
-        body_read_timeout_seconds=settings.body_read_timeout_seconds,
-        body_send_timeout_seconds=settings.body_send_timeout_seconds,
-    )
+    object_api = container.object_api()
 
     @asgi("/object", is_mount=True, copy_scope=False, include_in_schema=False)
     async def objects(scope: Scope, receive: Receive, send: Send) -> None:
         await object_api(scope, receive, send)
 
-    # Plain functions, not providers: Litestar would take a provider's (*args, **kwargs) as inputs.
+    # A plain function, not the provider: Litestar would take a provider's (*args, **kwargs) as
+    # inputs.
     def provide_readiness() -> ReadinessReport:
-        return check_readiness(
-            container.fleet(), container.breakers(), settings.discovery_stale_after_seconds
-        )
-
-    @contextlib.asynccontextmanager
-    async def keep_fleet_current(_: Litestar) -> AsyncIterator[None]:
-        watcher = asyncio.create_task(container.fleet_watcher().run(), name="fleet-watcher")
-        try:
-            yield
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            # The storage's connections belong to this event loop: closed here, before it ends.
-            close_storage = getattr(container.object_storage(), "aclose", None)
-            if close_storage is not None:
-                await close_storage()
-            container.shutdown_resources()
+        return container.readiness()
 
     app = Litestar(
         route_handlers=[objects, live, ready, metrics],
@@ -133,7 +96,7 @@ def create_app(container: Container | None = None) -> Litestar:
         },
         # Logging is configured once by the process entry point, not by the framework.
         logging_config=None,
-        lifespan=[keep_fleet_current],
+        lifespan=[container.lifespan()],
         state=State({"metrics": container.metrics()}),
         openapi_config=OpenAPIConfig(title="Amazin object storage gateway", version="0.1.0"),
     )

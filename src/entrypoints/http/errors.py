@@ -1,8 +1,11 @@
-"""The one mapping from domain errors to HTTP answers, shared by every route."""
+"""Every error answer of the gateway: one body, and the one mapping from errors to statuses."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import msgspec
 
 from domain.errors import (
     BodyTooLarge,
@@ -16,11 +19,36 @@ from domain.errors import (
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_SECONDS",
+    "ERROR_FIELDS",
     "STATUS_BY_ERROR",
+    "ErrorBody",
+    "MethodNotAllowed",
     "RouteNotFound",
+    "error_body",
     "headers_for",
     "status_for",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorBody:
+    """Every error answer: a stable machine-readable code and a human-readable detail."""
+
+    error: str
+    detail: str
+
+
+# What each field of the body says (the OpenAPI schema is built from these).
+ERROR_FIELDS = {
+    "error": "A stable machine-readable code.",
+    "detail": "What went wrong, for people.",
+}
+_ENCODER = msgspec.json.Encoder()
+
+
+def error_body(code: str, detail: str) -> bytes:
+    """The JSON of an error answer."""
+    return _ENCODER.encode(ErrorBody(code, detail))
 
 
 class RouteNotFound(GatewayError):
@@ -29,9 +57,20 @@ class RouteNotFound(GatewayError):
     code = "not_found"
 
 
+class MethodNotAllowed(GatewayError):
+    """The path has no such method; ``allowed`` lists the ones it has."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"{method} is not allowed here; use one of {', '.join(allowed)}")
+        self.allowed = allowed
+
+
 # The most specific class listed wins.
 STATUS_BY_ERROR: dict[type[GatewayError], int] = {
     RouteNotFound: 404,
+    MethodNotAllowed: 405,
     BodyTooLarge: 413,
     InvalidRequest: 400,
     ObjectNotFound: 404,
@@ -54,4 +93,6 @@ def headers_for(error: GatewayError) -> dict[str, str]:
     if isinstance(error, ServiceUnavailable):
         retry_after = error.retry_after_seconds or DEFAULT_RETRY_AFTER_SECONDS
         return {"Retry-After": str(math.ceil(retry_after))}
+    if isinstance(error, MethodNotAllowed):
+        return {"Allow": ", ".join(error.allowed)}
     return {}

@@ -19,12 +19,14 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from domain.object_id import MAX_OBJECT_ID_LENGTH
-from entrypoints.object_api import MAX_CONTENT_TYPE_LENGTH, OBJECT_ROUTE
+from domain.object_id import MAX_OBJECT_ID_LENGTH, OBJECT_ID_PATTERN
+from domain.objects import DEFAULT_CONTENT_TYPE
+from entrypoints.http.errors import ERROR_FIELDS
+from entrypoints.http.headers import MAX_CONTENT_TYPE_LENGTH
+from entrypoints.http.objects import OBJECT_ROUTE
 
-__all__ = ["OBJECT_ID_PATTERN", "document_object_routes"]
+__all__ = ["document_object_routes"]
 
-OBJECT_ID_PATTERN = f"^[A-Za-z0-9]{{1,{MAX_OBJECT_ID_LENGTH}}}$"
 _ERROR = "ErrorBody"
 _BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
 _STORED = "StoredBody"
@@ -39,10 +41,10 @@ def document_object_routes(app: Litestar) -> None:
     schemas = components.schemas = dict(components.schemas or {})
     schemas[_ERROR] = Schema(
         type=OpenAPIType.OBJECT,
-        required=["error", "detail"],
+        required=list(ERROR_FIELDS),
         properties={
-            "error": Schema(type=OpenAPIType.STRING, description="A stable machine-readable code."),
-            "detail": Schema(type=OpenAPIType.STRING, description="What went wrong, for people."),
+            name: Schema(type=OpenAPIType.STRING, description=description)
+            for name, description in ERROR_FIELDS.items()
         },
     )
     schemas[_STORED] = Schema(
@@ -125,7 +127,7 @@ def _object_path_item() -> PathItem:
         description="The object's bytes, with the Content-Type given when it was stored.",
         headers=_OBJECT_HEADERS,
         content={
-            "application/octet-stream": OpenAPIMediaType(schema=_BINARY),
+            DEFAULT_CONTENT_TYPE: OpenAPIMediaType(schema=_BINARY),
             "*/*": OpenAPIMediaType(
                 schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
             ),
@@ -154,7 +156,7 @@ def _object_path_item() -> PathItem:
                 description="1 to 32 ASCII letters and digits.",
                 schema=Schema(
                     type=OpenAPIType.STRING,
-                    pattern=OBJECT_ID_PATTERN,
+                    pattern=f"^{OBJECT_ID_PATTERN}$",
                     min_length=1,
                     max_length=MAX_OBJECT_ID_LENGTH,
                 ),

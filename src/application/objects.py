@@ -1,4 +1,7 @@
-"""Use cases of the gateway. They take ports in their constructors and know no framework or SDK."""
+"""What clients do with objects: put, get, head and delete one, by ID.
+
+The use cases take ports in their constructors and know no framework or SDK.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +17,16 @@ from domain.conditions import Preconditions, Verdict
 from domain.errors import NodeUnavailable, ObjectNotFound, PreconditionFailed
 from domain.node import Node
 from domain.object_id import ObjectId
-from domain.objects import ByteRange, ObjectInfo, StoredObject, WriteCondition
+from domain.objects import (
+    DEFAULT_CONTENT_TYPE,
+    ByteRange,
+    ObjectInfo,
+    StoredObject,
+    WriteCondition,
+)
 from domain.ports import ObjectStorage
 
 __all__ = [
-    "DEFAULT_CONTENT_TYPE",
     "DEFAULT_FALLBACK_NODES",
     "DeleteObject",
     "GetObject",
@@ -29,7 +37,6 @@ __all__ = [
     "RetrievedObject",
 ]
 
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 # Reads look on the owner and on this many successors: after one membership change an object not
 # yet rebalanced sits on the first node after the newcomer; after two changes at once (two nodes
 # added, or one added while another returns), on at most the second. Each extra node costs a
@@ -185,14 +192,10 @@ class _SlotAfterBody:
             self._release = None
 
 
-class _Reads:
-    """Reads that ask the owner first, then the nodes that held the ID before membership changed.
-
-    After nodes join or leave, an object sits on its former owner until rebalanced, and former
-    owners are the next nodes of the ID's preference list. An owner that is down still fails the
-    read (503): a copy elsewhere may be stale. Not found is answered only when every node asked
-    said so; a node that could not be asked makes it a 503 instead.
-    """
+class _WherePlaced:
+    """The nodes that may hold an ID: its owner, then the nodes that held it before membership
+    changed (an object sits on its former owner until rebalanced, and former owners are the next
+    nodes of the ID's preference list)."""
 
     def __init__(
         self, fleet: Fleet, storage: ObjectStorage, access: NodeAccess, fallback_nodes: int
@@ -210,6 +213,14 @@ class _Reads:
         if not owner.is_up:
             raise NodeUnavailable(owner.name, "the node is not running")
         return candidates
+
+
+class _Reads(_WherePlaced):
+    """Reads that ask the owner first, then the nodes that held the ID before membership changed.
+
+    An owner that is down still fails the read (503): a copy elsewhere may be stale. Not found is
+    answered only when every node asked said so; a node that could not be asked makes it a 503.
+    """
 
     async def _first_holder(
         self, object_id: ObjectId, read: Callable[[Node], Awaitable[_T]]
@@ -265,7 +276,7 @@ class HeadObject(_Reads):
         return ObjectHeaders(info=info, node=node, from_fallback=fallback)
 
 
-class DeleteObject(_Reads):
+class DeleteObject(_WherePlaced):
     """Remove an ID's object from its owner and from every node a read would look on.
 
     Idempotent, as in S3: no error when nothing was stored. Every one of those nodes must be up,

@@ -5,7 +5,7 @@ import pytest
 
 from application.fleet import Fleet
 from application.node_access import NodeAccess
-from application.use_cases import DeleteObject, GetObject, HeadObject, PutObject
+from application.objects import DeleteObject, GetObject, HeadObject, PutObject
 from domain.circuit_breaker import NodeBreakers
 from domain.errors import (
     IncompleteBody,

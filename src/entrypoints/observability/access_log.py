@@ -1,0 +1,108 @@
+"""Around the whole app: a request ID in and out, metrics, and one access log line per request."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from entrypoints.observability.metrics import GatewayMetrics
+from entrypoints.observability.request_facts import RequestFacts
+
+__all__ = ["CLIENT_CLOSED_REQUEST", "REQUEST_ID_HEADER", "ObservedRequests"]
+
+access_logger = logging.getLogger("gateway.access")
+REQUEST_ID_HEADER = "x-request-id"
+CLIENT_CLOSED_REQUEST = 499
+_MAX_REQUEST_ID_LENGTH = 128
+
+
+class ObservedRequests:
+    """ASGI wrapper: request ID in and out, metrics, and one access log line per request."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self._app = app
+        self._metrics = metrics
+        # Unique without a uuid4 per request: a random prefix per process, then a counter.
+        prefix = uuid.uuid4().hex[:16]
+        self._request_ids = (f"{prefix}{number:016x}" for number in itertools.count(1))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        # Read before the app runs: the object routes' mount rewrites the scope's path in place.
+        method, path = scope.get("method"), scope.get("path")
+        request_id = _request_id_of(scope) or next(self._request_ids)
+        facts = RequestFacts(request_id)
+        scope["state"][RequestFacts.KEY] = facts
+        status = 500
+        received = sent = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message  # type: ignore[return-value]
+
+        async def tagging_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message["headers"] = headers
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self._app(scope, counting_receive, tagging_send)  # type: ignore[arg-type]
+        finally:
+            duration = time.perf_counter() - started
+            # nginx's convention: 499 when the client closed before the answer was complete.
+            if facts.client_closed:
+                status = CLIENT_CLOSED_REQUEST
+            self._metrics.observe(
+                scope,
+                facts=facts,
+                status=status,
+                duration=duration,
+                sent=sent,
+                received=received,
+            )
+            access_logger.info(
+                "%s %s %s",
+                method,
+                path,
+                status,
+                extra={
+                    "request_id": request_id,
+                    "method": method,
+                    "path": path,
+                    "object_id": facts.object_id,
+                    "node": facts.node,
+                    "status": status,
+                    "bytes_in": received,
+                    "bytes_out": sent,
+                    "duration_ms": round(duration * 1000, 3),
+                    # Only when true: most lines would carry a false.
+                    "fallback": True if facts.from_fallback else None,
+                },
+            )
+
+
+def _request_id_of(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == REQUEST_ID_HEADER.encode():
+            text = value.decode("latin-1").strip()
+            # Echoed into a header and a log line: keep it short and printable.
+            if text and len(text) <= _MAX_REQUEST_ID_LENGTH and text.isprintable():
+                return text
+    return None
