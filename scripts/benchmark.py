@@ -17,8 +17,11 @@ then prints:
       (PUT then GET) to IDs on the other nodes, and how the frozen node's requests were answered.
 All traffic goes to loopback or to the containers this script started; every loop is bounded.
 
+  (d) with --rebalance-objects N: N objects of 100 bytes on the three nodes, a fourth node added,
+      and `object-gateway rebalance` timed (moves/s) with the gateway's peak RSS; then again with
+      nothing left to move (objects looked at per second).
 Usage: .venv/bin/python scripts/benchmark.py [--runs 3] [--seconds 5] [--workload LABEL]
-       [--skip-throughput] [--skip-memory] [--skip-frozen]
+       [--skip-throughput] [--skip-memory] [--skip-frozen] [--rebalance-objects N]
 Needs: a Docker daemon, wrk, curl and nginx (Debian's nginx-light) on PATH.
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -176,10 +180,12 @@ class Gateway:
 
     def __init__(self, marker: str, workdir: Path, **settings: str) -> None:
         self.port = free_port()
+        self.admin_url = f"http://127.0.0.1:{free_port()}"
         env = dict(
             os.environ,
             GATEWAY_HOST="127.0.0.1",
             GATEWAY_PORT=str(self.port),
+            GATEWAY_ADMIN_PORT=self.admin_url.rsplit(":", 1)[1],
             GATEWAY_NODE_NAME_MARKER=marker,
             **settings,
         )
@@ -584,6 +590,89 @@ def frozen_node(marker: str, nodes: Nodes, workdir: Path, seconds: float) -> Non
         gateway.stop()
 
 
+def rebalance_at_scale(
+    client: docker.DockerClient, marker: str, nodes: Nodes, workdir: Path, objects: int
+) -> None:
+    """(d) A rebalance of ``objects`` objects after a fourth node joins: moves/s and peak RSS."""
+    from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing  # noqa: PLC0415
+    from domain.object_id import ObjectId  # noqa: PLC0415
+
+    names = [container.name for container in nodes.containers]
+    ring = HashRing(names, DEFAULT_VIRTUAL_NODES)
+    started = time.monotonic()
+
+    def fill(worker: int) -> None:
+        clients = [nodes.client(i) for i in range(3)]
+        for n in range(worker, objects, 16):
+            object_id = f"scale{n}"
+            index = names.index(ring.owner(ObjectId(object_id)))
+            clients[index].put_object(BUCKET, object_id, io.BytesIO(b"x" * 100), 100)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for future in [pool.submit(fill, worker) for worker in range(16)]:
+            future.result(timeout=3600)
+    print(f"\n(d) rebalance: {objects} objects of 100 bytes on three nodes ", end="")
+    print(f"(written in {time.monotonic() - started:.0f} s), then a fourth node")
+    fourth = client.containers.run(
+        MINIO_IMAGE,
+        "server /data",
+        name=f"{marker}-4",
+        environment={
+            "MINIO_ROOT_USER": "bench4",
+            "MINIO_ROOT_PASSWORD": "bench-secret-4",
+            "STANDIN_ANONYMOUS": "1",
+        },
+        labels={LABEL: "1"},
+        detach=True,
+    )
+    gateway = Gateway(marker, workdir)
+    try:
+        wait_for(
+            lambda: (
+                len(
+                    json.loads(urllib.request.urlopen(f"{gateway.url}/health/ready").read())[
+                        "nodes"
+                    ]
+                )
+                == 4
+            ),
+            60,
+            "the fourth node to join",
+        )
+        for label in ("after the join", "again, nothing left to move"):
+            peak = [gateway.rss_kib()]
+            done = threading.Event()
+
+            def sample(peak: list[int] = peak, done: threading.Event = done) -> None:
+                while not done.wait(0.2):
+                    peak[0] = max(peak[0], gateway.rss_kib())
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            started = time.monotonic()
+            result = subprocess.run(
+                [str(GATEWAY), "rebalance"],
+                env=dict(os.environ, GATEWAY_ADMIN_URL=gateway.admin_url),
+                capture_output=True,
+                text=True,
+                timeout=3600,
+                check=False,
+            )
+            elapsed = time.monotonic() - started
+            done.set()
+            sampler.join()
+            summary = json.loads(result.stdout.splitlines()[-1])
+            print(
+                f"rebalance {label}: {summary['moved']} moved in {elapsed:.1f} s "
+                f"({summary['moved'] / elapsed:.0f} moves/s, {objects / elapsed:.0f} objects "
+                f"looked at/s), exit {result.returncode}, gateway peak RSS "
+                f"{peak[0] / 1024:.0f} MiB"
+            )
+    finally:
+        gateway.stop()
+        fourth.remove(force=True, v=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -597,6 +686,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-frozen", action="store_true")
+    parser.add_argument(
+        "--rebalance-objects",
+        type=int,
+        default=0,
+        help="(d) also time a rebalance of this many objects after a fourth node joins",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "curl", "nginx"):
         if shutil.which(tool) is None:
@@ -626,6 +721,8 @@ def main() -> None:
                 memory_chunked(marker, workdir, uploads=8, size=256 * MiB)
             if not args.skip_frozen:
                 frozen_node(marker, nodes, workdir, seconds=15)
+            if args.rebalance_objects:
+                rebalance_at_scale(client, marker, nodes, workdir, args.rebalance_objects)
     finally:
         nodes.remove()
         client.close()

@@ -17,9 +17,12 @@ from domain.errors import (
     PreconditionFailed,
     RangeNotSatisfiable,
 )
-from domain.node import Credentials, Node, NodeState
+from domain.node import Credentials, DrainState, Node, NodeState
 from domain.object_id import ObjectId
 from domain.objects import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
+from domain.versions import Version
+
+DRAIN_MARK = ".gateway/draining"
 
 
 def make_node(name: str, state: NodeState = NodeState.UP, host: str | None = "10.0.0.1") -> Node:
@@ -88,6 +91,8 @@ class _Stored:
     data: bytes
     content_type: str
     last_modified: datetime
+    version: Version | None = None
+    deleted: bool = False
 
     @property
     def info(self) -> ObjectInfo:
@@ -96,6 +101,8 @@ class _Stored:
             content_type=self.content_type,
             etag=hashlib.md5(self.data).hexdigest(),
             last_modified=self.last_modified,
+            version=self.version,
+            deleted=self.deleted,
         )
 
 
@@ -115,13 +122,23 @@ class InMemoryObjectStorage:
     clock: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     # Called before a write commits, to let a test interleave another writer.
     before_commit: Callable[[str, str], Awaitable[None]] | None = None
+    # Nodes marked to be drained (the DrainMarks port).
+    marks: dict[str, DrainState] = field(default_factory=dict)
 
     def store(
-        self, node: str, object_id: str, data: bytes, content_type: str = "text/plain"
+        self,
+        node: str,
+        object_id: str,
+        data: bytes,
+        content_type: str = "text/plain",
+        *,
+        version: Version | None = None,
+        deleted: bool = False,
     ) -> None:
-        """Place an object directly, as if written there earlier (a misplaced copy, say)."""
+        """Place an object directly, as if written there earlier (a misplaced copy, say); without
+        ``version``, as an object written before versions."""
         self.clock += timedelta(seconds=1)
-        self.objects[(node, object_id)] = _Stored(data, content_type, self.clock)
+        self.objects[(node, object_id)] = _Stored(data, content_type, self.clock, version, deleted)
 
     async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
         self._check_reachable(node)
@@ -141,6 +158,8 @@ class InMemoryObjectStorage:
         length: int | None,
         content_type: str,
         *,
+        version: Version,
+        deleted: bool = False,
         condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         self._check_reachable(node)
@@ -163,7 +182,7 @@ class InMemoryObjectStorage:
                 current is None or current.info.etag != condition.only_if_etag
             ):
                 raise PreconditionFailed("the object changed")
-        self.store(node.name, object_id.value, data, content_type)
+        self.store(node.name, object_id.value, data, content_type, version=version, deleted=deleted)
         return self.objects[(node.name, object_id.value)].info
 
     async def delete(self, node: Node, object_id: ObjectId) -> None:
@@ -173,10 +192,27 @@ class InMemoryObjectStorage:
 
     async def list_objects(self, node: Node) -> AsyncIterator[ListedObject]:
         self._check_reachable(node)
-        for (holder, name), stored in sorted(self.objects.items()):
-            if holder == node.name:
-                info = stored.info
-                yield ListedObject(name, info.size, info.etag, info.last_modified)
+        listed = [
+            ListedObject(name, stored.info.size, stored.info.etag, stored.info.last_modified)
+            for (holder, name), stored in self.objects.items()
+            if holder == node.name
+        ]
+        if node.name in self.marks:
+            listed.append(ListedObject(DRAIN_MARK, 10, "mark", None))
+        for entry in sorted(listed, key=lambda entry: entry.name):
+            yield entry
+
+    async def drain_state(self, node: Node) -> DrainState | None:
+        self._check_reachable(node)
+        return self.marks.get(node.name)
+
+    async def mark(self, node: Node, state: DrainState, note: str) -> None:
+        self._check_reachable(node)
+        self.marks[node.name] = state
+
+    async def unmark(self, node: Node) -> None:
+        self._check_reachable(node)
+        self.marks.pop(node.name, None)
 
     async def get(
         self, node: Node, object_id: ObjectId, byte_range: ByteRange | None = None
@@ -186,8 +222,9 @@ class InMemoryObjectStorage:
         if stored is None:
             raise ObjectNotFound("no object is stored under this ID")
         content_range = None
-        data = stored.data
-        if byte_range is not None:
+        # As the S3 adapter reads one: a tombstone's metadata, none of its bytes.
+        data = b"" if stored.deleted else stored.data
+        if byte_range is not None and not stored.deleted:
             content_range = byte_range.resolve(len(data))
             if content_range is None:
                 raise RangeNotSatisfiable("beyond the object", len(data))

@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from domain.errors import DiscoveryUnavailable, NodeUnavailable
+from domain.errors import DiscoveryUnavailable, GatewayError, NodeUnavailable, NoNodesAvailable
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing
-from domain.node import Node
+from domain.node import DrainState, Node
 from domain.object_id import ObjectId
-from domain.ports import NodeDiscovery
+from domain.ports import DrainMarks, NodeDiscovery
 
 __all__ = ["DiscoveryStatus", "Fleet", "Membership"]
 
@@ -20,17 +20,36 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Membership:
-    """One consistent view of the fleet: the nodes by name and the ring built from those names."""
+    """One consistent view of the fleet: the nodes by name, which of them are draining or drained,
+    and the rings built from those names.
+
+    ``ring`` places IDs on every member but the drained ones (which hold nothing): where an ID may
+    sit. ``write_ring`` leaves the draining nodes out too: where writes go, so that a draining
+    node takes no new object.
+    """
 
     nodes: Mapping[str, Node]
     ring: HashRing
+    write_ring: HashRing
+    draining: frozenset[str] = frozenset()
+    drained: frozenset[str] = frozenset()
 
     def owner_of(self, object_id: ObjectId) -> Node:
-        return self.nodes[self.ring.owner(object_id)]
+        """The node that takes the ID's writes, and answers for it first."""
+        if not self.write_ring.node_names and self.ring.node_names:
+            raise NoNodesAvailable("every storage node is draining")
+        return self.nodes[self.write_ring.owner(object_id)]
 
     def preference_of(self, object_id: ObjectId, count: int) -> list[Node]:
-        """The owner, then up to ``count - 1`` distinct successors: where the ID may be stored."""
-        return [self.nodes[name] for name in self.ring.preference_list(object_id, count)]
+        """Where the ID may be stored: its owner, then up to ``count - 1`` distinct successors on
+        the write ring, then any node of the first ``count`` on the whole ring not yet named (a
+        draining node holds what it was written before its drain)."""
+        names = self.write_ring.preference_list(object_id, count)
+        if self.draining:
+            names += [
+                name for name in self.ring.preference_list(object_id, count) if name not in names
+            ]
+        return [self.nodes[name] for name in names]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +75,23 @@ class Fleet:
     def __init__(
         self,
         discovery: NodeDiscovery,
+        marks: DrainMarks,
+        *,
         virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
         clock: Callable[[], float] = time.monotonic,
         first_wait_seconds: float = 5.0,
+        marks_wait_seconds: float = 2.0,
     ) -> None:
         self._discovery = discovery
+        self._marks = marks
+        self._marks_wait_seconds = marks_wait_seconds
         self._virtual_nodes = virtual_nodes
         self._clock = clock
         self._membership: Membership | None = None
+        # What discovery found last; the names let into the fleet; newcomers not answering yet.
+        self._discovered: list[Node] = []
+        self._admitted: set[str] = set()
+        self._waiting: set[str] = set()
         self._first_wait_seconds = first_wait_seconds
         self._refreshing: asyncio.Future[None] | None = None
         self._last_success_at: float | None = None
@@ -139,7 +167,68 @@ class Fleet:
             logger.info("node discovery recovered")
         self._last_error = None
         self._last_success_at = self._clock()
-        self._membership = self._membership_of(nodes)
+        self._discovered = list(nodes)
+        await self._admit(nodes)
+
+    async def refresh_drain_marks(self) -> None:
+        """Read the nodes' drain marks again (drains are marked on the nodes, which discovery does
+        not report), and let in a newcomer that has begun to answer."""
+        if self._membership is None:
+            return
+        await self._admit(self._discovered)
+
+    async def _admit(self, nodes: Sequence[Node]) -> None:
+        """The membership of ``nodes``: each with its drain mark; a node that joined the fleet
+        since the first discovery only once it answers.
+
+        A container runs a moment before its server answers (MinIO takes a second or two): in the
+        ring before that, a newcomer's IDs would answer 503 although their objects still sit, and
+        serve, where they were. A member that restarts is another matter: it holds its IDs'
+        objects, so it stays on the ring, down, until it answers.
+        """
+        drains, answered = await self._drains_among(nodes)
+        if self._membership is None:
+            self._admitted.update(node.name for node in nodes)
+        for node in nodes:
+            if node.name not in self._admitted:
+                if node.name in answered:
+                    self._admitted.add(node.name)
+                    logger.info("%s answers: it joins the fleet", node.name)
+                elif node.name not in self._waiting:
+                    self._waiting.add(node.name)
+                    logger.info("%s joins the fleet once it answers", node.name)
+        members = [node for node in nodes if node.name in self._admitted]
+        self._waiting &= {node.name for node in nodes} - self._admitted
+        current = self._membership
+        if (
+            current is not None
+            and drains == _drains_of(current)
+            and dict(current.nodes) == {node.name: node for node in members}
+        ):
+            return
+        self._membership = self._membership_of(members, drains)
+
+    async def _drains_among(self, nodes: Sequence[Node]) -> tuple[dict[str, DrainState], set[str]]:
+        """The nodes marked to be drained and how far, and the nodes that answered. A node that
+        cannot be asked keeps what it was known to be (nothing, for a node not seen before): a
+        node down takes no writes."""
+        known = _drains_of(self._membership) if self._membership is not None else {}
+        answered: set[str] = set()
+
+        async def mark_of(node: Node) -> DrainState | None:
+            if not node.is_up:
+                return known.get(node.name)
+            try:
+                async with asyncio.timeout(self._marks_wait_seconds):
+                    state = await self._marks.drain_state(node)
+            except (GatewayError, TimeoutError):
+                return known.get(node.name)
+            answered.add(node.name)
+            return state
+
+        states = await asyncio.gather(*(mark_of(node) for node in nodes))
+        drains = {node.name: state for node, state in zip(nodes, states, strict=True) if state}
+        return drains, answered
 
     def record_failure(self, error: DiscoveryUnavailable) -> None:
         if error is self._last_error:
@@ -163,17 +252,38 @@ class Fleet:
             reconnects=self._reconnects,
         )
 
-    def _membership_of(self, nodes: Sequence[Node]) -> Membership:
+    def _membership_of(self, nodes: Sequence[Node], drains: Mapping[str, DrainState]) -> Membership:
         by_name = {node.name: node for node in nodes}
+        draining = frozenset(n for n, s in drains.items() if s is DrainState.DRAINING)
+        drained = frozenset(n for n, s in drains.items() if s is DrainState.DRAINED)
         previous = self._membership
-        # The ring depends only on the names: it is rebuilt only when membership changed, so a node
-        # going down or changing address swaps one immutable view for another and moves no ID.
-        if previous is not None and previous.ring.node_names == frozenset(by_name):
-            ring = previous.ring
-        else:
-            ring = HashRing(by_name, self._virtual_nodes)
+        if previous is None or frozenset(previous.nodes) != frozenset(by_name):
             logger.info("storage fleet is now %s", sorted(by_name) or "empty")
-        return Membership(nodes=by_name, ring=ring)
+        if previous is None or _drains_of(previous) != dict(drains):
+            for name, state in sorted(drains.items()):
+                logger.info("%s is %s", name, state.value)
+        # The rings depend only on the names: they are rebuilt only when membership (or a drain)
+        # changed, so a node going down or changing address swaps one immutable view for another
+        # and moves no ID.
+        reusable = [] if previous is None else [previous.ring, previous.write_ring]
+        ring = self._ring_of(frozenset(by_name) - drained, reusable)
+        write_ring = self._ring_of(ring.node_names - draining, [ring, *reusable])
+        return Membership(
+            nodes=by_name, ring=ring, write_ring=write_ring, draining=draining, drained=drained
+        )
+
+    def _ring_of(self, names: frozenset[str], reusable: list[HashRing]) -> HashRing:
+        for ring in reusable:
+            if ring.node_names == names:
+                return ring
+        return HashRing(names, self._virtual_nodes)
+
+
+def _drains_of(membership: Membership) -> dict[str, DrainState]:
+    return {
+        **dict.fromkeys(membership.draining, DrainState.DRAINING),
+        **dict.fromkeys(membership.drained, DrainState.DRAINED),
+    }
 
 
 def _consume_error(attempt: asyncio.Future[None]) -> None:

@@ -19,7 +19,8 @@ class FleetWatcher:
     Every (re)connection starts with a full re-listing, as changes may have been missed while
     disconnected; after that, each change triggers one, and so does every ``resync_seconds`` of
     quiet, as a safety net. When discovery breaks, the fleet keeps its last view and the watcher
-    reconnects with exponential backoff.
+    reconnects with exponential backoff. Beside it, the nodes' drain marks are read every
+    ``drain_check_seconds``.
     """
 
     def __init__(
@@ -28,6 +29,7 @@ class FleetWatcher:
         discovery: NodeDiscovery,
         *,
         resync_seconds: float,
+        drain_check_seconds: float = 2.0,
         initial_backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -35,6 +37,7 @@ class FleetWatcher:
         self._fleet = fleet
         self._discovery = discovery
         self._resync_seconds = resync_seconds
+        self._drain_check_seconds = drain_check_seconds
         self._initial_backoff = initial_backoff_seconds
         self._max_backoff = max_backoff_seconds
         self._sleep = sleep
@@ -42,6 +45,18 @@ class FleetWatcher:
 
     async def run(self) -> None:
         """Run until cancelled."""
+        await asyncio.gather(self._follow_changes(), self._read_drain_marks())
+
+    async def _read_drain_marks(self) -> None:
+        # A drain is marked on the node, which the discovery feed does not report.
+        while True:
+            await asyncio.sleep(self._drain_check_seconds)
+            try:
+                await self._fleet.refresh_drain_marks()
+            except Exception:
+                logger.exception("reading the drain marks failed; trying again")
+
+    async def _follow_changes(self) -> None:
         while True:
             try:
                 await self._follow()

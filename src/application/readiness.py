@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from application.fleet import Fleet
+from application.fleet import Fleet, Membership
 from domain.circuit_breaker import NodeBreakers
 from domain.node import Node
 
@@ -21,15 +21,21 @@ class NodeHealth(StrEnum):
     """Whether a member can serve now: the one word readiness and the metrics use for it."""
 
     UP = "up"
+    DRAINING = "draining"  # marked to be emptied: it serves reads, takes no new writes
+    DRAINED = "drained"  # emptied: asked nothing any more, safe to remove
     DOWN = "down"  # not running, per discovery
     RESTING = "resting"  # its breaker is open
 
 
-def health_of(node: Node, breakers: NodeBreakers) -> NodeHealth:
+def health_of(node: Node, breakers: NodeBreakers, membership: Membership) -> NodeHealth:
+    if node.name in membership.drained:
+        return NodeHealth.DRAINED
     if not node.is_up:
         return NodeHealth.DOWN
     if breakers.state(node.name).open:
         return NodeHealth.RESTING
+    if node.name in membership.draining:
+        return NodeHealth.DRAINING
     return NodeHealth.UP
 
 
@@ -67,12 +73,15 @@ def check_readiness(
     status = fleet.status()
     membership = fleet.current
     nodes = []
-    for node in (
-        [] if membership is None else sorted(membership.nodes.values(), key=lambda n: n.name)
-    ):
-        nodes.append(
-            NodeReport(name=node.name, address=node.endpoint, state=health_of(node, breakers))
-        )
+    if membership is not None:
+        for node in sorted(membership.nodes.values(), key=lambda n: n.name):
+            nodes.append(
+                NodeReport(
+                    name=node.name,
+                    address=node.endpoint,
+                    state=health_of(node, breakers, membership),
+                )
+            )
     if not status.known:
         discovery_state = "unavailable"
     elif status.last_error is not None or (

@@ -1,100 +1,112 @@
-"""Moving objects home after membership changed, and emptying nodes that are to be removed.
+"""Putting every ID's newest copy on its owner, and nothing anywhere else; emptying draining nodes.
 
-The ring decides where a write goes; it does not prove where an object is. After nodes join or
-leave, objects sit on their former owners (reads find them there through the fallback). A
-rebalance lists every node, and moves each object that is not on its owner: it streams the object
-to the owner, checks size and checksum there, and only then deletes the misplaced copy. So an
-interrupted run leaves at most an extra copy, and running again finishes the job.
+The ring decides where a write goes; it does not prove where an object is. After nodes join, leave
+or drain, copies of an ID may sit on several nodes. A rebalance lists every node, page by page,
+and merges the listings (S3 lists keys in order), so each ID comes up once with every node that
+holds it: memory is a page per node, whatever the number of objects. For each ID not held by its
+owner alone, in its turn among this gateway's writes to the ID (``WriteLocks``):
 
-A misplaced copy never replaces a newer object: when the owner already holds the ID, the newer of
-the two (by Last-Modified; the owner's on a tie, since writes go to the owner) is kept and the
-other deleted. Copies onto the owner are conditional (If-None-Match: *, or If-Match on the owner's
-ETag when replacing an older one), so a client write that lands meanwhile wins on nodes that
-honour conditional writes (MinIO does). Nodes that ignore them leave a window: a client write to
-the owner between the rebalance's check and the end of its copy can be overwritten by the copy.
+1. every copy is asked for its version, and the newest wins, wherever it is (a tombstone too);
+2. if the owner lacks it, it is copied there, keeping its version, on the condition that the
+   owner still holds what it was seen to hold (atomic on MinIO); the copy is checked (size,
+   checksum) and the owner asked again;
+3. only once the owner holds a version at least as new is each other copy deleted, each asked
+   again first: one that changed meanwhile is left for the next pass.
+
+A tombstone alone on its owner and older than the grace period is removed too, when every member
+could be listed (one that could not might hold an older copy the tombstone still has to cover).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from application.fleet import Membership
+from application.node_access import NodeAccess
+from application.write_locks import WriteLocks
 from domain.errors import (
     CopyMismatch,
     GatewayError,
     InvalidObjectId,
-    InvalidRequest,
+    NodeUnavailable,
     ObjectNotFound,
     PreconditionFailed,
 )
-from domain.hash_ring import HashRing
 from domain.node import Node
 from domain.object_id import ObjectId
-from domain.objects import ListedObject, ObjectInfo, StoredObject, WriteCondition
+from domain.objects import (
+    TOMBSTONE_CONTENT_TYPE,
+    TOMBSTONE_SIZE,
+    ListedObject,
+    ObjectInfo,
+    StoredObject,
+    WriteCondition,
+    tombstone_body,
+)
 from domain.ports import ObjectStorage
+from domain.versions import Version
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
-    "Misplaced",
+    "DEFAULT_TOMBSTONE_GRACE_SECONDS",
     "Outcome",
     "Rebalance",
-    "RebalancePlan",
     "RebalanceReporter",
     "RebalanceSummary",
     "StepResult",
+    "Survey",
+    "merged_listings",
 ]
 
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 # Objects moved at once: enough to overlap one move's round trips with another's.
 DEFAULT_CONCURRENCY = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Misplaced:
-    """An object found on ``holder`` whose owner (under the target placement) is ``owner``."""
-
-    listed: ListedObject
-    holder: str
-    owner: str
-
-    @property
-    def object_id(self) -> str:
-        return self.listed.name
-
-    @property
-    def size(self) -> int:
-        return self.listed.size
+# A tombstone must outlive every older copy it covers. Copies it covers are removed by the pass
+# that finds them; the grace is for a copy no pass could see: on a node that was down or left
+# the fleet and comes back. A day, as Garage keeps them (Swift keeps a week, Cassandra ten days).
+DEFAULT_TOMBSTONE_GRACE_SECONDS = 24 * 3600.0
 
 
 @dataclass
-class RebalancePlan:
-    misplaced: list[Misplaced] = field(default_factory=list)
+class Survey:
+    """What a look at every node found (nothing was changed)."""
+
+    misplaced: int = 0
+    misplaced_bytes: int = 0
     in_place: int = 0
-    # Nodes that are down or could not be listed: their objects are unknown, so not in place.
+    # Nodes that are down or could not be listed (whole or in part): their objects are unknown.
     unlisted: dict[str, str] = field(default_factory=dict)
     # Keys that are not object IDs (someone else's objects in the bucket): left alone.
     foreign_keys: int = 0
-    drained: tuple[str, ...] = ()
+    draining: tuple[str, ...] = ()
 
     @property
-    def misplaced_bytes(self) -> int:
-        return sum(item.size for item in self.misplaced)
+    def complete(self) -> bool:
+        return not self.unlisted
 
 
 class Outcome(StrEnum):
-    MOVED = "moved"  # copied to the owner, checked there, misplaced copy deleted
-    STALE_DELETED = "stale_deleted"  # the owner had a newer (or the same) version
+    MOVED = "moved"  # the newest copy was put on the owner; the others deleted
+    STALE_DELETED = "stale_deleted"  # the owner already held the newest; the others deleted
+    PURGED = "purged"  # a tombstone alone and past its grace period, removed
+    LEFT = "left"  # something changed meanwhile: for the next pass
     FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    item: Misplaced
+    object_id: str
+    holders: tuple[str, ...]
+    owner: str
+    size: int
     outcome: Outcome
     detail: str = ""
 
@@ -103,158 +115,288 @@ class StepResult:
 class RebalanceSummary:
     moved: int = 0
     stale_deleted: int = 0
+    purged: int = 0
+    left: int = 0
     failed: int = 0
     bytes_moved: int = 0
     unlisted_nodes: int = 0
 
     @property
     def everything_in_place(self) -> bool:
-        return self.failed == 0 and self.unlisted_nodes == 0
+        return self.failed == 0 and self.left == 0 and self.unlisted_nodes == 0
 
 
 class RebalanceReporter(Protocol):
-    """Where progress goes (a progress bar on a terminal, JSON lines elsewhere)."""
+    """Where a rebalance tells how it goes (the admin API streams it as JSON lines)."""
 
-    def error(self, error: GatewayError) -> None:
-        """Nothing could be planned (discovery failed, a node named to drain is unknown, ...)."""
-        ...
+    def surveyed(self, survey: Survey) -> None: ...
 
-    def planned(self, plan: RebalancePlan) -> None: ...
-
-    def planned_move(self, item: Misplaced) -> None:
+    def planned_move(self, object_id: str, holders: Sequence[str], owner: str, size: int) -> None:
         """A move a dry run would make."""
         ...
-
-    def dry_run_done(self, plan: RebalancePlan) -> None: ...
 
     def step(self, result: StepResult) -> None: ...
 
     def finished(self, summary: RebalanceSummary) -> None: ...
 
 
-class Rebalance:
-    """Plans and carries out the moves that put every object on its owner.
+Copies = list[tuple[Node, ListedObject]]
 
-    ``drain`` names nodes to be emptied: placement is computed as if they were gone, so every
-    object on them moves, and nothing new is placed on them by this run.
+
+async def merged_listings(
+    storage: ObjectStorage, nodes: Sequence[Node], unlisted: dict[str, str]
+) -> AsyncIterator[tuple[str, Copies]]:
+    """Every key held by any of ``nodes``, in key order, with each node's listing entry for it.
+
+    One page per node is held at a time. A node whose listing fails (or comes out of order) is
+    recorded in ``unlisted`` and left out from there on.
+    """
+    listings = [storage.list_objects(node) for node in nodes]
+    heap: list[tuple[str, int, ListedObject]] = []
+
+    async def advance(index: int, previous: str | None) -> None:
+        node = nodes[index]
+        try:
+            listed = await anext(listings[index], None)
+            if listed is not None and previous is not None and listed.name <= previous:
+                raise NodeUnavailable(node.name, "it lists its keys out of order")
+        except GatewayError as exc:
+            unlisted[node.name] = exc.detail
+            return
+        if listed is not None:
+            heapq.heappush(heap, (listed.name, index, listed))
+
+    for index in range(len(nodes)):
+        await advance(index, None)
+    while heap:
+        key = heap[0][0]
+        copies: Copies = []
+        while heap and heap[0][0] == key:
+            _, index, listed = heapq.heappop(heap)
+            copies.append((nodes[index], listed))
+            await advance(index, key)
+        # Popped by (key, index): the copies are in the nodes' order.
+        yield key, copies
+
+
+class Rebalance:
+    """A pass over every node: what is out of place, and (``execute``) putting it right.
+
+    Placement is the membership's write ring: draining nodes own nothing, so everything on them
+    moves.
     """
 
     def __init__(
         self,
         storage: ObjectStorage,
-        nodes: Sequence[Node],
+        access: NodeAccess,
+        locks: WriteLocks,
+        membership: Membership,
         *,
-        virtual_nodes: int,
-        drain: Sequence[str] = (),
         concurrency: int = DEFAULT_CONCURRENCY,
+        tombstone_grace_seconds: float = DEFAULT_TOMBSTONE_GRACE_SECONDS,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._storage = storage
-        self._nodes: Mapping[str, Node] = {node.name: node for node in nodes}
-        unknown = sorted(set(drain) - set(self._nodes))
-        if unknown:
-            raise InvalidRequest(
-                f"cannot drain {', '.join(unknown)}: not a member (members: "
-                f"{', '.join(sorted(self._nodes)) or 'none'})"
-            )
-        remaining = set(self._nodes) - set(drain)
-        if not remaining:
-            raise InvalidRequest("cannot drain every node: nothing would be left")
-        self._drain = tuple(sorted(set(drain)))
-        self._ring = HashRing(remaining, virtual_nodes)
+        self._access = access
+        self._locks = locks
+        self._membership = membership
         self._concurrency = max(1, concurrency)
+        self._grace = tombstone_grace_seconds
+        self._wall_clock = wall_clock
+        self._members = sorted(membership.nodes.values(), key=lambda node: node.name)
 
-    async def plan(self) -> RebalancePlan:
-        plan = RebalancePlan(drained=self._drain)
-        for name in sorted(self._nodes):
-            node = self._nodes[name]
-            if not node.is_up:
-                plan.unlisted[name] = "the node is not running"
+    async def survey(self, reporter: RebalanceReporter | None = None) -> Survey:
+        """Look at every node and count what is out of place; a dry run reports each move."""
+        survey = Survey(draining=tuple(sorted(self._membership.draining)))
+        async for object_id, copies in self._walk(survey):
+            owner = self._owner(object_id)
+            if [node.name for node, _ in copies] == [owner]:
+                survey.in_place += 1
                 continue
-            try:
-                async for listed in self._storage.list_objects(node):
-                    self._place(plan, node, listed)
-            except GatewayError as exc:
-                plan.unlisted[name] = exc.detail
-        return plan
+            size = max(listed.size for _, listed in copies)
+            survey.misplaced += 1
+            survey.misplaced_bytes += size
+            if reporter is not None:
+                reporter.planned_move(
+                    object_id.value, [node.name for node, _ in copies], owner, size
+                )
+        return survey
 
-    def _place(self, plan: RebalancePlan, node: Node, listed: ListedObject) -> None:
-        try:
-            object_id = ObjectId(listed.name)
-        except InvalidObjectId:
-            plan.foreign_keys += 1
-            return
-        owner = self._ring.owner(object_id)
-        if owner == node.name:
-            plan.in_place += 1
-            return
-        plan.misplaced.append(Misplaced(listed=listed, holder=node.name, owner=owner))
-
-    async def execute(self, plan: RebalancePlan, reporter: RebalanceReporter) -> RebalanceSummary:
-        summary = RebalanceSummary(unlisted_nodes=len(plan.unlisted))
+    async def execute(self, reporter: RebalanceReporter) -> RebalanceSummary:
+        """Put every ID's newest copy on its owner, and delete the others."""
+        summary = RebalanceSummary()
+        survey = Survey()
         slots = asyncio.Semaphore(self._concurrency)
+        running: set[asyncio.Task[None]] = set()
 
-        async def one(item: Misplaced) -> None:
-            async with slots:
-                result = await self._settle(item)
+        async def one(object_id: ObjectId, copies: Copies, purge_allowed: bool) -> None:
+            try:
+                result = await self._settle(object_id, copies, purge_allowed)
+            finally:
+                slots.release()
+            if result is None:
+                return
             if result.outcome is Outcome.MOVED:
                 summary.moved += 1
-                summary.bytes_moved += item.size
+                summary.bytes_moved += result.size
             elif result.outcome is Outcome.STALE_DELETED:
                 summary.stale_deleted += 1
+            elif result.outcome is Outcome.PURGED:
+                summary.purged += 1
+            elif result.outcome is Outcome.LEFT:
+                summary.left += 1
             else:
                 summary.failed += 1
             reporter.step(result)
 
-        await asyncio.gather(*(one(item) for item in plan.misplaced))
+        async for object_id, copies in self._walk(survey):
+            owner = self._owner(object_id)
+            in_place = [node.name for node, _ in copies] == [owner]
+            if in_place and (copies[0][1].size != TOMBSTONE_SIZE or not survey.complete):
+                continue  # the common case: one copy, on its owner, and not a tombstone due
+            await slots.acquire()
+            task = asyncio.create_task(one(object_id, copies, purge_allowed=survey.complete))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+        summary.unlisted_nodes = len(survey.unlisted)
         reporter.finished(summary)
         return summary
 
-    async def _settle(self, item: Misplaced) -> StepResult:
-        """Make ``item``'s owner hold the newest version and the misplaced copy go away."""
-        owner, holder = self._nodes[item.owner], self._nodes[item.holder]
-        object_id = ObjectId(item.object_id)
-        for _ in range(3):  # a client write that lands meanwhile makes us look again
-            try:
-                current = await self._head_or_none(owner, object_id)
-                if current is not None and not _newer(item.listed, current):
-                    await self._storage.delete(holder, object_id)
-                    return StepResult(item, Outcome.STALE_DELETED, "the owner's copy is newer")
-                condition = (
-                    WriteCondition(only_if_absent=True)
-                    if current is None
-                    else WriteCondition(only_if_etag=current.etag)
-                )
-                await self._copy(holder, owner, object_id, condition)
-                await self._storage.delete(holder, object_id)
-                return StepResult(item, Outcome.MOVED)
-            except PreconditionFailed:
-                continue
-            except ObjectNotFound:
-                # Gone from the holder since it was listed (deleted by a client): nothing to move.
-                return StepResult(item, Outcome.STALE_DELETED, "deleted meanwhile")
-            except GatewayError as exc:
-                return StepResult(item, Outcome.FAILED, exc.detail)
-        return StepResult(item, Outcome.FAILED, "the owner kept changing; run again")
+    def _owner(self, object_id: ObjectId) -> str:
+        return self._membership.write_ring.owner(object_id)
 
-    async def _head_or_none(self, node: Node, object_id: ObjectId) -> ObjectInfo | None:
+    async def _walk(self, survey: Survey) -> AsyncIterator[tuple[ObjectId, Copies]]:
+        listed = []
+        for node in self._members:
+            if node.is_up:
+                listed.append(node)
+            else:
+                survey.unlisted[node.name] = "the node is not running"
+        async for key, copies in merged_listings(self._storage, listed, survey.unlisted):
+            try:
+                object_id = ObjectId(key)
+            except InvalidObjectId:
+                survey.foreign_keys += 1
+                continue
+            yield object_id, copies
+
+    async def _settle(
+        self, object_id: ObjectId, copies: Copies, purge_allowed: bool
+    ) -> StepResult | None:
+        owner = self._membership.nodes[self._owner(object_id)]
+        holders = tuple(node.name for node, _ in copies)
+        size = max(listed.size for _, listed in copies)
+
+        def result(outcome: Outcome, detail: str = "") -> StepResult:
+            return StepResult(object_id.value, holders, owner.name, size, outcome, detail)
+
         try:
-            return await self._storage.head(node, object_id)
-        except ObjectNotFound:
-            return None
+            async with self._locks.held(object_id.value):
+                if holders == (owner.name,):
+                    purged = await self._purge_if_due(owner, object_id, purge_allowed)
+                    return result(Outcome.PURGED) if purged else None
+                return await self._move(owner, object_id, [node for node, _ in copies], result)
+        except GatewayError as exc:
+            return result(Outcome.FAILED, exc.detail)
+
+    async def _move(
+        self,
+        owner: Node,
+        object_id: ObjectId,
+        holders: list[Node],
+        result: Callable[[Outcome, str], StepResult],
+    ) -> StepResult:
+        others = [node for node in holders if node.name != owner.name]
+        asked = [owner, *others]
+        infos = await asyncio.gather(*(self._head(node, object_id) for node in asked))
+        found = {node.name: info for node, info in zip(asked, infos, strict=True) if info}
+        if not found:
+            return result(Outcome.STALE_DELETED, "deleted meanwhile")
+        source = max(found, key=lambda name: found[name].rank)  # the owner's first on a tie
+        best = found[source]
+        on_owner = found.get(owner.name)
+        outcome = Outcome.STALE_DELETED
+        if on_owner is None or on_owner.rank < best.rank:
+            try:
+                await self._copy(self._membership.nodes[source], owner, object_id, best, on_owner)
+            except (PreconditionFailed, ObjectNotFound):
+                return result(Outcome.LEFT, "the object changed while it was copied")
+            outcome = Outcome.MOVED
+        landed = await self._head(owner, object_id)
+        if landed is None or landed.rank < best.rank:
+            return result(Outcome.LEFT, "the owner does not hold the newest version")
+        for node in others:
+            again = await self._head(node, object_id)
+            if again is None:
+                continue
+            if again.rank > landed.rank:
+                # Written there after the owner was checked (a gateway that has not seen the
+                # change yet): the next pass moves it.
+                return result(Outcome.LEFT, f"a newer copy appeared on {node.name}")
+            await self._delete(node, object_id)
+        return result(outcome, "")
 
     async def _copy(
-        self, source: Node, target: Node, object_id: ObjectId, condition: WriteCondition
+        self,
+        source: Node,
+        target: Node,
+        object_id: ObjectId,
+        info: ObjectInfo,
+        on_target: ObjectInfo | None,
     ) -> None:
-        stored = await self._storage.get(source, object_id)
+        """Copy ``info`` from ``source`` to ``target``, keeping its version, only if ``target``
+        still holds ``on_target``; then check what landed."""
+        condition = (
+            WriteCondition(only_if_absent=True)
+            if on_target is None
+            else WriteCondition(only_if_etag=on_target.etag)
+        )
+
+        async def unchanged() -> None:
+            # Nodes that ignore conditions: the last chunk waits for a look at the target.
+            now = await self._head(target, object_id)
+            if (now is None) != (on_target is None) or (
+                now is not None and on_target is not None and now.etag != on_target.etag
+            ):
+                raise PreconditionFailed("the owner changed during the copy")
+
+        if info.deleted and info.version is not None:
+            # A tombstone is its version: nothing of it needs reading.
+            tombstone = info.version
+            body = tombstone_body(tombstone)
+            await self._access.call(
+                target,
+                lambda: self._storage.put(
+                    target,
+                    object_id,
+                    _held_back(body, before_last=unchanged),
+                    len(body),
+                    TOMBSTONE_CONTENT_TYPE,
+                    version=tombstone,
+                    deleted=True,
+                    condition=condition,
+                ),
+            )
+            return
+        version = info.version or Version.of_unversioned(info.last_modified)
+        stored = await self._access.call(source, lambda: self._storage.get(source, object_id))
         digest = hashlib.md5(usedforsecurity=False)
         try:
-            written = await self._storage.put(
+            if stored.info.rank != info.rank:
+                raise PreconditionFailed("the source changed since it was asked")
+            written = await self._access.call(
                 target,
-                object_id,
-                _digesting(stored, digest.update),
-                stored.info.size,
-                stored.info.content_type,
-                condition=condition,
+                lambda: self._storage.put(
+                    target,
+                    object_id,
+                    _digesting(stored, digest.update, before_last=unchanged),
+                    stored.info.size,
+                    stored.info.content_type,
+                    version=version,
+                    condition=condition,
+                ),
             )
         finally:
             await stored.close()
@@ -263,22 +405,50 @@ class Rebalance:
             raise CopyMismatch(
                 f"read {checksum} from the holder, which reported {stored.info.etag}"
             )
-        landed = await self._storage.head(target, object_id)
-        if landed.size != stored.info.size:
-            raise CopyMismatch(f"the owner holds {landed.size} bytes, not {stored.info.size}")
         if _PLAIN_MD5.fullmatch(written.etag) and written.etag != checksum:
             raise CopyMismatch(f"the owner stored {written.etag}, not {checksum}")
 
+    async def _purge_if_due(self, owner: Node, object_id: ObjectId, allowed: bool) -> bool:
+        if not allowed:
+            return False
+        info = await self._head(owner, object_id)
+        if info is None or not info.deleted or info.version is None:
+            return False
+        if self._wall_clock() - info.version.seconds < self._grace:
+            return False
+        await self._delete(owner, object_id)
+        return True
 
-def _newer(candidate: ListedObject, current: ObjectInfo) -> bool:
-    if candidate.last_modified is None or current.last_modified is None:
-        return False
-    return candidate.last_modified > current.last_modified
+    async def _delete(self, node: Node, object_id: ObjectId) -> None:
+        await self._access.call(node, lambda: self._storage.delete(node, object_id))
+
+    async def _head(self, node: Node, object_id: ObjectId) -> ObjectInfo | None:
+        try:
+            return await self._access.call(node, lambda: self._storage.head(node, object_id))
+        except ObjectNotFound:
+            return None
+
+
+async def _held_back(
+    data: bytes, *, before_last: Callable[[], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    await before_last()
+    yield data
 
 
 async def _digesting(
-    stored: StoredObject, update: Callable[[bytes], object]
+    stored: StoredObject,
+    update: Callable[[bytes], object],
+    *,
+    before_last: Callable[[], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
+    """The stored object's bytes, hashed as they pass; the last chunk waits for ``before_last``."""
+    held: bytes | None = None
     async for chunk in stored.chunks:
         update(chunk)
-        yield chunk
+        if held is not None:
+            yield held
+        held = chunk
+    await before_last()
+    if held is not None:
+        yield held

@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["Credentials", "Node", "NodeState"]
+__all__ = ["Credentials", "DrainState", "Node", "NodeState"]
 
 
 class NodeState(StrEnum):
@@ -11,6 +11,14 @@ class NodeState(StrEnum):
 
     UP = "up"
     DOWN = "down"
+
+
+class DrainState(StrEnum):
+    """Where a node marked to be emptied is: draining (it serves reads, takes no new writes), or
+    drained (it holds nothing and is no longer asked anything: safe to remove)."""
+
+    DRAINING = "draining"
+    DRAINED = "drained"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,19 +6,32 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain.versions import Rank, Version, rank_of
+
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
+    "TOMBSTONE_CONTENT_TYPE",
+    "TOMBSTONE_SIZE",
     "ByteRange",
     "ListedObject",
     "ObjectInfo",
     "StoredObject",
     "WriteCondition",
     "quoted_etag",
+    "tombstone_body",
     "unquoted_etag",
 ]
 
 # What an object stored without a Content-Type is served as (RFC 9110 section 8.3).
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# A tombstone's body is its version's text: every tombstone has an ETag of its own, so a write
+# over one (even of an empty object) never looks like the tombstone.
+TOMBSTONE_SIZE = len(str(Version(0, "0" * 16, 0)))
+TOMBSTONE_CONTENT_TYPE = "application/x-gateway-tombstone"
+
+
+def tombstone_body(version: Version) -> bytes:
+    return str(version).encode("ascii")
 
 
 def quoted_etag(etag: str) -> str:
@@ -33,12 +46,22 @@ def unquoted_etag(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What a node says about a stored object. ``etag`` is unquoted."""
+    """What a node says about a stored object. ``etag`` is unquoted.
+
+    ``version`` is the gateway's stamp of the write (None for objects written before versions);
+    ``deleted`` marks a tombstone: the record that the ID was deleted, as a version of its own.
+    """
 
     size: int
     content_type: str
     etag: str
     last_modified: datetime | None = None
+    version: Version | None = None
+    deleted: bool = False
+
+    @property
+    def rank(self) -> Rank:
+        return rank_of(self.version, self.last_modified)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from domain.node import Node
+from domain.node import DrainState, Node
 from domain.object_id import ObjectId
 from domain.objects import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
+from domain.versions import Version
 
-__all__ = ["ChangeFeed", "NodeDiscovery", "ObjectStorage"]
+__all__ = ["ChangeFeed", "DrainMarks", "NodeDiscovery", "ObjectStorage"]
 
 
 class ChangeFeed(Protocol):
@@ -52,9 +53,12 @@ class ObjectStorage(Protocol):
         length: int | None,
         content_type: str,
         *,
+        version: Version,
+        deleted: bool = False,
         condition: WriteCondition | None = None,
     ) -> ObjectInfo:
-        """Store ``body`` atomically: on any failure no partial object becomes visible.
+        """Store ``body`` atomically, stamped with ``version`` (``deleted``: as a tombstone); on
+        any failure no partial object becomes visible.
 
         ``length`` is the announced size (``None``: unknown until the body ends); a body that ends
         early or runs over raises ``IncompleteBody`` and stores nothing.
@@ -76,9 +80,22 @@ class ObjectStorage(Protocol):
         ...
 
     def list_objects(self, node: Node) -> AsyncIterator[ListedObject]:
-        """Every object the node holds, page by page as the node hands them over."""
+        """Every object the node holds, page by page as the node hands them over, in key order."""
         ...
 
     async def aclose(self) -> None:
         """Let go of what the storage holds (its connections); once, when the gateway stops."""
         ...
+
+
+class DrainMarks(Protocol):
+    """The intent that a node be emptied, kept on the node itself: every gateway reads it, it
+    outlives any gateway's restart, and it leaves with the node."""
+
+    async def drain_state(self, node: Node) -> DrainState | None:
+        """The node's mark (None: none); ``NodeUnavailable`` when it cannot be asked."""
+        ...
+
+    async def mark(self, node: Node, state: DrainState, note: str) -> None: ...
+
+    async def unmark(self, node: Node) -> None: ...

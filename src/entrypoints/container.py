@@ -9,13 +9,18 @@ from dependency_injector import containers, providers
 
 from adapters.docker import DockerNodeDiscovery, SwarmNodeDiscovery
 from adapters.s3 import ByteBudget, MinioObjectStorage, MinioSettings, PartSpool
+from application.drain import Drain
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
 from application.node_access import NodeAccess
-from application.objects import DeleteObject, GetObject, HeadObject, PutObject
+from application.objects import DeleteObject, GetObject, HeadObject, ObjectLookup, PutObject
 from application.readiness import check_readiness
+from application.rebalance import Rebalance
+from application.write_locks import WriteLocks
 from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
+from domain.versions import VersionClock
+from entrypoints.http.admin import AdminJobs
 from entrypoints.http.objects import ObjectApi, ObjectUseCases
 from entrypoints.lifespan import GatewayLifespan
 from entrypoints.observability.metrics import GatewayMetrics
@@ -37,6 +42,12 @@ def _thread_pool(max_workers: int, thread_name_prefix: str) -> Iterator[ThreadPo
         yield executor
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _drain_propagation_seconds(drain_check_seconds: float) -> float:
+    # Every gateway reads the marks every drain_check_seconds; one that read them just before the
+    # mark was written sees it at its next read, which may itself take a second.
+    return 2 * drain_check_seconds + 1
 
 
 def _closing(factory: Callable[..., _C], **kwargs: object) -> Iterator[_C]:
@@ -89,18 +100,6 @@ class Container(containers.DeclarativeContainer):
             task_poll_seconds=settings.provided.swarm_task_poll_seconds,
         ),
     )
-    fleet = providers.Singleton(
-        Fleet,
-        discovery=node_discovery,
-        virtual_nodes=settings.provided.virtual_nodes,
-        first_wait_seconds=settings.provided.docker_timeout_seconds,
-    )
-    fleet_watcher = providers.Singleton(
-        FleetWatcher,
-        fleet=fleet,
-        discovery=node_discovery,
-        resync_seconds=settings.provided.discovery_resync_seconds,
-    )
     breakers = providers.Singleton(
         NodeBreakers,
         failure_threshold=settings.provided.breaker_failure_threshold,
@@ -128,35 +127,64 @@ class Container(containers.DeclarativeContainer):
         part_size_bytes=settings.provided.part_size_bytes,
         download_chunk_bytes=settings.provided.download_chunk_bytes,
     )
-    # Its aiohttp session lives on the server's event loop; the app closes it when it stops.
+    # Its aiohttp session lives on the server's event loop; the app closes it when it stops. It
+    # also keeps the nodes' drain marks (the DrainMarks port).
     object_storage = providers.Singleton(
         MinioObjectStorage, settings=minio_settings, part_spool=part_spool
     )
 
-    put_object = providers.Factory(
-        PutObject, fleet=fleet, storage=object_storage, access=node_access
+    fleet = providers.Singleton(
+        Fleet,
+        discovery=node_discovery,
+        marks=object_storage,
+        virtual_nodes=settings.provided.virtual_nodes,
+        first_wait_seconds=settings.provided.docker_timeout_seconds,
     )
-    get_object = providers.Factory(
-        GetObject,
+    fleet_watcher = providers.Singleton(
+        FleetWatcher,
+        fleet=fleet,
+        discovery=node_discovery,
+        resync_seconds=settings.provided.discovery_resync_seconds,
+        drain_check_seconds=settings.provided.drain_check_seconds,
+    )
+    version_clock = providers.Singleton(VersionClock)
+    write_locks = providers.Singleton(WriteLocks)
+    object_lookup = providers.Singleton(
+        ObjectLookup,
         fleet=fleet,
         storage=object_storage,
         access=node_access,
+        clock=version_clock,
+        locks=write_locks,
         fallback_nodes=settings.provided.read_fallback_nodes,
     )
-    head_object = providers.Factory(
-        HeadObject,
-        fleet=fleet,
+    put_object = providers.Factory(PutObject, lookup=object_lookup)
+    get_object = providers.Factory(GetObject, lookup=object_lookup)
+    head_object = providers.Factory(HeadObject, lookup=object_lookup)
+    delete_object = providers.Factory(DeleteObject, lookup=object_lookup)
+
+    # A pass over the fleet as one membership sees it (call with membership=..., concurrency=...).
+    rebalance = providers.Factory(
+        Rebalance,
         storage=object_storage,
         access=node_access,
-        fallback_nodes=settings.provided.read_fallback_nodes,
+        locks=write_locks,
+        tombstone_grace_seconds=settings.provided.tombstone_grace_seconds,
     )
-    delete_object = providers.Factory(
-        DeleteObject,
+    drain = providers.Singleton(
+        Drain,
         fleet=fleet,
+        marks=object_storage,
         storage=object_storage,
-        access=node_access,
-        fallback_nodes=settings.provided.read_fallback_nodes,
+        rebalance=rebalance.provider,
+        propagation_seconds=providers.Callable(
+            _drain_propagation_seconds, settings.provided.drain_check_seconds
+        ),
     )
+    admin_jobs = providers.Singleton(
+        AdminJobs, fleet=fleet, rebalance=rebalance.provider, drain=drain
+    )
+
     metrics = providers.Singleton(GatewayMetrics, fleet=fleet, breakers=breakers)
     readiness = providers.Callable(
         check_readiness,

@@ -4,6 +4,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import socket
 import sys
 from typing import Any
 
@@ -106,18 +107,41 @@ def serve() -> None:
     handler.setFormatter(JsonLogFormatter())
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     log_cheaply()
+    sockets = listening_sockets(settings)
     app = create_app()
     keep_garbage_collection_off_the_request_path()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        # One process: the upload memory budget, the fleet view, the breakers and the metrics are
-        # all per process; several workers would each keep their own (and split the metrics).
+        # One process: the upload memory budget, the fleet view, the breakers, the write turns and
+        # the metrics are all per process; several workers would each keep their own.
         workers=1,
         **server_options(settings),
     )
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+def listening_sockets(settings: Settings) -> list[socket.socket]:
+    """The public listener, and the admin one (unless ``GATEWAY_ADMIN_PORT`` is 0).
+
+    One server serves both; the admin routes answer only on the admin listener's port.
+    """
+    sockets = [_listen(settings.host, settings.port)]
+    if settings.admin_port:
+        sockets.append(_listen(settings.admin_host, settings.admin_port))
+    return sockets
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
 
 
 if __name__ == "__main__":

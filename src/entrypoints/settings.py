@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from application.objects import DEFAULT_FALLBACK_NODES
+from application.rebalance import DEFAULT_TOMBSTONE_GRACE_SECONDS
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES
 from domain.sizes import GiB, KiB, MiB
 
@@ -25,6 +26,13 @@ class Settings:
 
     host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container must listen on every interface
     port: int = 3000
+    # The admin API (rebalance, drain): its own listener, on loopback by default, so that only a
+    # process beside the gateway (``docker compose exec gateway object-gateway ...``) reaches it.
+    # 0 turns it off.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 3001
+    # Where the object-gateway commands find that API; empty: http://127.0.0.1:<admin_port>.
+    admin_url: str = ""
     log_level: str = "INFO"
     # Log lines are written in batches at most this late (warnings and errors at once); 0 writes
     # each line as it comes. nginx's access_log buffer/flush, for the same reason: a system call
@@ -49,6 +57,10 @@ class Settings:
     # Nodes after the owner that reads (and deletes) also look on: where objects sit until a
     # rebalance after membership changed (see DEFAULT_FALLBACK_NODES).
     read_fallback_nodes: int = DEFAULT_FALLBACK_NODES
+    # How often every gateway reads the nodes' drain marks (a drain waits until all must have).
+    drain_check_seconds: float = 2.0
+    # A tombstone is removed by a rebalance once it is alone and this old (see the README).
+    tombstone_grace_seconds: float = DEFAULT_TOMBSTONE_GRACE_SECONDS
     node_connect_timeout_seconds: float = 1.0
     # From a request (or the end of an upload's body) to the node's first byte of its answer.
     node_first_byte_timeout_seconds: float = 5.0

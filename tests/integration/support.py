@@ -9,15 +9,20 @@ leftovers of earlier runs or a compose stack never join its ring.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import uvicorn
@@ -33,6 +38,7 @@ from entrypoints.settings import Settings
 DEFAULT_MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
 MINIO_IMAGE = os.environ.get("MINIO_IMAGE") or DEFAULT_MINIO_IMAGE
 TEST_LABEL = "amazin-gateway-tests"
+OBJECT_GATEWAY = Path(sys.executable).with_name("object-gateway")
 BUCKET = "objects"
 
 
@@ -160,20 +166,26 @@ class GatewayServer:
 
     def __init__(self, container: Container) -> None:
         self.container = container
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket = _loopback_listener()
         self.port = self._socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
+        # The admin listener (rebalance, drain), on a port of its own as in production.
+        self._admin_socket = _loopback_listener()
+        self.admin_port = self._admin_socket.getsockname()[1]
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        settings = dataclasses.replace(container.settings(), admin_port=self.admin_port)
+        container.settings.override(providers.Object(settings))
         config = uvicorn.Config(
             create_app(container),
             log_level="warning",
             lifespan="on",
-            **server_options(container.settings()),
+            **server_options(settings),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._socket, self._admin_socket]},
+            daemon=True,
         )
 
     @classmethod
@@ -197,6 +209,28 @@ class GatewayServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._socket.close()
+        self._admin_socket.close()
+
+    def command(self, *arguments: str, timeout: float = 300) -> tuple[int, list[dict[str, object]]]:
+        """Run ``object-gateway <arguments>`` against this gateway; its status and JSON lines."""
+        done = subprocess.run(
+            [str(OBJECT_GATEWAY), *arguments],
+            env=dict(os.environ, GATEWAY_ADMIN_URL=self.admin_url),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        assert lines, done.stderr
+        return done.returncode, lines
+
+
+def _loopback_listener() -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    return listener
 
 
 # Docker API requests are small, so a request line never straddles two reads here.

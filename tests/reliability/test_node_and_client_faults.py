@@ -51,16 +51,18 @@ def test_a_node_killed_under_load_fails_only_its_own_ids_and_loses_nothing(
                 with lock:
                     attempted[object_id].add(body)
                     writing[worker] = object_id
+                put_started = time.monotonic()
                 put = client.put(f"/object/{object_id}", content=body)
                 with lock:
                     del writing[worker]
+                get_started = time.monotonic()
                 got = client.get(f"/object/{object_id}")
-                after_kill = bool(killed_at) and time.monotonic() > killed_at[0] + 0.5
                 with lock:
                     if put.is_success:
                         acknowledged[object_id] = body
-                    for response in (put, got):
-                        if after_kill:
+                    # Counted when sent after the gateway could have seen the node die.
+                    for response, sent in ((put, put_started), (got, get_started)):
+                        if killed_at and sent > killed_at[0] + 0.5:
                             outcomes[(object_id in on_victim, response.status_code)] += 1
                     if object_id not in on_victim:
                         assert put.is_success, put.text

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import http.server
 import io
-import json
 import socket
 import threading
 import time
@@ -30,7 +29,7 @@ from domain.errors import NodeUnavailable, NodeUnreachable
 from domain.in_flight import InFlightLimits
 from domain.node import Credentials, Node, NodeState
 from domain.object_id import ObjectId
-from entrypoints.cli import run_rebalance
+from domain.versions import VersionClock
 from entrypoints.container import Container
 from entrypoints.settings import Settings
 from tests.fakes import FakeNodeDiscovery
@@ -167,7 +166,9 @@ def test_an_answer_cut_short_or_stalled_mid_body_is_the_nodes_failure_within_the
 
     async def completion() -> object:
         # Unknown length past one part: a multipart upload, ending in a completion document.
-        return await gateway_storage.put(node, ObjectId("cutcompletion"), pieces(6), None, "a/b")
+        return await gateway_storage.put(
+            node, ObjectId("cutcompletion"), pieces(6), None, "a/b", version=VersionClock().next()
+        )
 
     async def refused_listing() -> object:
         return [entry async for entry in gateway_storage.list_objects(wrong_keys)]
@@ -180,7 +181,9 @@ def test_an_answer_cut_short_or_stalled_mid_body_is_the_nodes_failure_within_the
 
     async def scenario() -> float:
         try:
-            await gateway_storage.put(node, ObjectId("cutseed"), pieces(1), MiB, "a/b")
+            await gateway_storage.put(
+                node, ObjectId("cutseed"), pieces(1), MiB, "a/b", version=VersionClock().next()
+            )
             proxy.arm(marker, how)
             started = time.monotonic()
             with pytest.raises(NodeUnavailable) as failed:
@@ -216,13 +219,12 @@ def test_rebalance_reports_a_node_whose_listing_is_cut_off_and_exits_1_with_a_su
     container.node_discovery.override(
         providers.Object(FakeNodeDiscovery(nodes=[*others, cut_node]))
     )
-    out = io.StringIO()
-    proxy.arm(b"list-type=2", "cut")
-    status = asyncio.run(run_rebalance(container, dry_run=True, drain=[], concurrency=2, out=out))
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    with GatewayServer(container) as gateway:
+        proxy.arm(b"list-type=2", "cut")
+        status, lines = gateway.command("rebalance", "--dry-run")
     assert status == 1
-    (plan,) = [line for line in lines if line["event"] == "plan"]
-    assert list(plan["unlisted_nodes"]) == [cut_node.name]
+    (survey,) = [line for line in lines if line["event"] == "survey"]
+    assert list(survey["unlisted_nodes"]) == [cut_node.name]
     assert lines[-1]["event"] == "dry_run"
 
 

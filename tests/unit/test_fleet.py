@@ -7,7 +7,7 @@ from application.fleet_watcher import FleetWatcher
 from domain.errors import DiscoveryUnavailable, NodeUnavailable, NoNodesAvailable
 from domain.node import Node, NodeState
 from domain.object_id import ObjectId
-from tests.fakes import FakeNodeDiscovery, make_node
+from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
 
 
 def three_nodes() -> list[Node]:
@@ -16,7 +16,7 @@ def three_nodes() -> list[Node]:
 
 def test_requests_never_ask_discovery_once_the_membership_is_known() -> None:
     discovery = FakeNodeDiscovery(nodes=three_nodes())
-    fleet = Fleet(discovery, virtual_nodes=64)
+    fleet = Fleet(discovery, InMemoryObjectStorage(), virtual_nodes=64)
 
     async def scenario() -> None:
         for _ in range(100):
@@ -28,7 +28,7 @@ def test_requests_never_ask_discovery_once_the_membership_is_known() -> None:
 
 def test_concurrent_first_requests_trigger_one_discovery() -> None:
     discovery = FakeNodeDiscovery(nodes=three_nodes())
-    fleet = Fleet(discovery, virtual_nodes=64)
+    fleet = Fleet(discovery, InMemoryObjectStorage(), virtual_nodes=64)
 
     async def scenario() -> None:
         await asyncio.gather(*(fleet.owner_of(ObjectId(f"id{i}")) for i in range(20)))
@@ -38,7 +38,9 @@ def test_concurrent_first_requests_trigger_one_discovery() -> None:
 
 
 def test_an_unreachable_discovery_before_any_success_is_reported() -> None:
-    fleet = Fleet(FakeNodeDiscovery(failure=DiscoveryUnavailable("docker is gone")))
+    fleet = Fleet(
+        FakeNodeDiscovery(failure=DiscoveryUnavailable("docker is gone")), InMemoryObjectStorage()
+    )
     with pytest.raises(DiscoveryUnavailable, match="docker is gone"):
         asyncio.run(fleet.owner_of(ObjectId("abc")))
     assert fleet.status().errors == 1
@@ -46,7 +48,7 @@ def test_an_unreachable_discovery_before_any_success_is_reported() -> None:
 
 def test_the_last_known_membership_keeps_serving_when_discovery_fails() -> None:
     discovery = FakeNodeDiscovery(nodes=three_nodes())
-    fleet = Fleet(discovery, virtual_nodes=64)
+    fleet = Fleet(discovery, InMemoryObjectStorage(), virtual_nodes=64)
 
     async def scenario() -> None:
         owner = await fleet.owner_of(ObjectId("abc"))
@@ -65,7 +67,7 @@ def test_the_last_known_membership_keeps_serving_when_discovery_fails() -> None:
 def test_a_stopped_owner_stays_on_the_ring_and_its_ids_are_unavailable() -> None:
     nodes = three_nodes()
     discovery = FakeNodeDiscovery(nodes=nodes)
-    fleet = Fleet(discovery, virtual_nodes=64)
+    fleet = Fleet(discovery, InMemoryObjectStorage(), virtual_nodes=64)
 
     async def scenario() -> None:
         owner = await fleet.owner_of(ObjectId("abc"))
@@ -84,7 +86,7 @@ def test_a_stopped_owner_stays_on_the_ring_and_its_ids_are_unavailable() -> None
 
 def test_a_changed_address_is_used_without_rebuilding_the_ring() -> None:
     discovery = FakeNodeDiscovery(nodes=[make_node("node-1", host="10.0.0.1")])
-    fleet = Fleet(discovery, virtual_nodes=64)
+    fleet = Fleet(discovery, InMemoryObjectStorage(), virtual_nodes=64)
 
     async def scenario() -> None:
         ring_before = (await fleet.membership()).ring
@@ -98,7 +100,11 @@ def test_a_changed_address_is_used_without_rebuilding_the_ring() -> None:
 
 def test_an_empty_fleet_has_no_nodes_available() -> None:
     with pytest.raises(NoNodesAvailable):
-        asyncio.run(Fleet(FakeNodeDiscovery(nodes=[]), virtual_nodes=64).owner_of(ObjectId("a")))
+        asyncio.run(
+            Fleet(FakeNodeDiscovery(nodes=[]), InMemoryObjectStorage(), virtual_nodes=64).owner_of(
+                ObjectId("a")
+            )
+        )
 
 
 async def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -111,7 +117,7 @@ async def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
 
 def test_the_watcher_lists_on_start_and_again_on_each_announced_change() -> None:
     discovery = FakeNodeDiscovery(nodes=three_nodes())
-    fleet = Fleet(discovery, virtual_nodes=64)
+    fleet = Fleet(discovery, InMemoryObjectStorage(), virtual_nodes=64)
     watcher = FleetWatcher(fleet, discovery, resync_seconds=60)
 
     async def scenario() -> None:
@@ -131,7 +137,7 @@ def test_the_watcher_lists_on_start_and_again_on_each_announced_change() -> None
 
 def test_the_watcher_resyncs_after_quiet_even_without_changes() -> None:
     discovery = FakeNodeDiscovery(nodes=three_nodes())
-    fleet = Fleet(discovery, virtual_nodes=64)
+    fleet = Fleet(discovery, InMemoryObjectStorage(), virtual_nodes=64)
     watcher = FleetWatcher(fleet, discovery, resync_seconds=0.01)
 
     async def scenario() -> None:
@@ -144,7 +150,7 @@ def test_the_watcher_resyncs_after_quiet_even_without_changes() -> None:
 
 def test_the_watcher_reconnects_with_backoff_and_relists_after_the_feed_breaks() -> None:
     discovery = FakeNodeDiscovery(nodes=three_nodes())
-    fleet = Fleet(discovery, virtual_nodes=64)
+    fleet = Fleet(discovery, InMemoryObjectStorage(), virtual_nodes=64)
     sleeps: list[float] = []
 
     async def record_sleep(seconds: float) -> None:
@@ -173,3 +179,26 @@ def test_the_watcher_reconnects_with_backoff_and_relists_after_the_feed_breaks()
     assert sleeps[:3] == [0.5, 1.0, 2.0]
     assert fleet.status().reconnects >= 3
     assert all(feed.closed for feed in discovery.feeds[:-1])
+
+
+def test_a_newcomer_joins_the_fleet_only_once_it_answers_and_a_restarted_member_stays() -> None:
+    discovery = FakeNodeDiscovery(nodes=[make_node("node-1"), make_node("node-2")])
+    storage = InMemoryObjectStorage()
+    fleet = Fleet(discovery, storage, virtual_nodes=64)
+
+    async def scenario() -> None:
+        await fleet.refresh()
+        # A container running whose server does not answer yet: not a member.
+        discovery.nodes.append(make_node("node-3"))
+        storage.unreachable_nodes = {"node-3"}
+        await fleet.refresh()
+        assert set((await fleet.membership()).nodes) == {"node-1", "node-2"}
+        storage.unreachable_nodes = set()
+        await fleet.refresh_drain_marks()
+        assert set((await fleet.membership()).nodes) == {"node-1", "node-2", "node-3"}
+        # A member that restarts and does not answer yet stays one: it holds its IDs' objects.
+        storage.unreachable_nodes = {"node-1"}
+        await fleet.refresh()
+        assert "node-1" in (await fleet.membership()).nodes
+
+    asyncio.run(scenario())

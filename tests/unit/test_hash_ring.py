@@ -10,7 +10,7 @@ from domain.errors import NoNodesAvailable
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing
 from domain.object_id import ObjectId
 from entrypoints.container import Container
-from tests.fakes import FakeNodeDiscovery, make_node
+from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
 
 IDS = [ObjectId(f"object{i}") for i in range(100_000)]
 SAMPLE_IDS = IDS[:20_000]
@@ -118,6 +118,7 @@ def test_the_ring_the_app_builds_balances_within_5_percent(node_count: int) -> N
     container = Container()
     discovery = FakeNodeDiscovery(nodes=[make_node(f"node-{i}") for i in range(node_count)])
     container.node_discovery.override(providers.Object(discovery))
+    container.object_storage.override(providers.Object(InMemoryObjectStorage()))
     fleet = container.fleet()
     membership = asyncio.run(fleet.membership())
     assert membership.ring.virtual_nodes == DEFAULT_VIRTUAL_NODES

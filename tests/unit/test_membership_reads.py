@@ -4,12 +4,16 @@ import asyncio
 
 import pytest
 
-from domain.errors import NodeUnavailable, ObjectNotFound
+from domain.conditions import EntityTags, Preconditions
+from domain.errors import NodeUnavailable, ObjectNotFound, PreconditionFailed
 from domain.hash_ring import HashRing
-from domain.node import NodeState
+from domain.node import DrainState, NodeState
 from domain.object_id import ObjectId
+from domain.versions import Version
 from tests.fakes import make_node
-from tests.unit.test_objects import Gateway
+from tests.unit.test_objects import Gateway, body_of
+
+ANY = EntityTags(any=True)
 
 
 def preference(gateway: Gateway, raw_id: str) -> list[str]:
@@ -56,16 +60,31 @@ def test_reads_look_no_further_than_the_configured_fallback_nodes() -> None:
 def test_a_missing_object_asks_the_owner_and_two_successors_then_is_404() -> None:
     gateway = Gateway(node_count=5)
     asked: list[str] = []
-    original = gateway.storage.get
+    original_get, original_head = gateway.storage.get, gateway.storage.head
 
     async def counting_get(node, object_id, byte_range=None):  # type: ignore[no-untyped-def]
         asked.append(node.name)
-        return await original(node, object_id, byte_range)
+        return await original_get(node, object_id, byte_range)
+
+    async def counting_head(node, object_id):  # type: ignore[no-untyped-def]
+        asked.append(node.name)
+        return await original_head(node, object_id)
 
     gateway.storage.get = counting_get  # type: ignore[method-assign]
+    gateway.storage.head = counting_head  # type: ignore[method-assign]
     with pytest.raises(ObjectNotFound):
         asyncio.run(gateway.get("abc"))
-    assert asked == preference(gateway, "abc")[:3]
+    assert sorted(asked) == sorted(preference(gateway, "abc")[:3])
+    assert asked[0] == preference(gateway, "abc")[0]
+
+
+def test_of_copies_on_two_successors_the_newest_is_served_not_the_first_found() -> None:
+    gateway = Gateway(node_count=5)
+    _, second, third, *_ = preference(gateway, "abc")
+    gateway.storage.store(second, "abc", b"older", version=Version(10, "a" * 16, 1))
+    gateway.storage.store(third, "abc", b"newer", version=Version(20, "a" * 16, 1))
+    assert asyncio.run(gateway.read("abc")) == b"newer"
+    assert asyncio.run(gateway.head("abc")).node.name == third
 
 
 def test_a_down_owner_is_503_even_when_a_successor_has_a_copy() -> None:
@@ -89,38 +108,115 @@ def test_a_successor_that_cannot_be_asked_makes_a_miss_503_not_404() -> None:
         asyncio.run(gateway.head("abc"))
 
 
-def test_delete_removes_every_copy_reads_could_find() -> None:
+def test_a_delete_is_a_tombstone_on_the_owner_and_no_older_copy_comes_back() -> None:
     gateway = Gateway(node_count=5)
-    owner, second, third, fourth, _ = preference(gateway, "abc")
-    for node in (owner, second, third, fourth):
-        gateway.storage.store(node, "abc", b"copy")
+    owner, second, third, *_ = preference(gateway, "abc")
+    for node in (owner, second, third):
+        gateway.storage.store(node, "abc", b"copy", version=Version(10, "a" * 16, 1))
 
     async def scenario() -> None:
-        asked = await gateway.delete("abc")
-        assert [node.name for node in asked] == [owner, second, third]
+        assert (await gateway.delete("abc")).name == owner
+        with pytest.raises(ObjectNotFound):
+            await gateway.get("abc")
+        with pytest.raises(ObjectNotFound):
+            await gateway.head("abc")
+
+    asyncio.run(scenario())
+    tombstone = gateway.storage.objects[(owner, "abc")]
+    assert tombstone.deleted
+    # The older copies stay until a rebalance removes them; they can never be served.
+    assert sorted(gateway.storage.node_of("abc")) == sorted([owner, second, third])
+
+
+def test_a_delete_whose_other_copies_cannot_be_reached_still_hides_them_all() -> None:
+    gateway = Gateway(node_count=4)
+    _, second, *_ = preference(gateway, "abc")
+    gateway.storage.store(second, "abc", b"old copy", version=Version(10, "a" * 16, 1))
+    gateway.storage.unreachable_nodes = {second}
+
+    async def scenario() -> None:
+        await gateway.delete("abc")
+        gateway.storage.unreachable_nodes = set()
         with pytest.raises(ObjectNotFound):
             await gateway.get("abc")
 
     asyncio.run(scenario())
-    # The fourth is beyond what reads look at, so it can never be served; a rebalance clears it.
-    assert gateway.storage.node_of("abc") == [fourth]
 
 
-def test_delete_of_an_unknown_id_succeeds() -> None:
-    gateway = Gateway()
-    asked = asyncio.run(gateway.delete("neverstored"))
-    assert len(asked) == 3
-
-
-def test_delete_with_a_node_down_that_may_hold_a_copy_is_refused_and_deletes_nothing() -> None:
+def test_a_delete_that_cannot_be_recorded_changes_nothing_visible() -> None:
     gateway = Gateway(node_count=4)
-    owner, second, *_ = preference(gateway, "abc")
-    gateway.storage.store(owner, "abc", b"v")
-    gateway.discovery.nodes = [
-        make_node(n.name, NodeState.DOWN) if n.name == second else n
-        for n in gateway.discovery.nodes
-    ]
-    with pytest.raises(NodeUnavailable, match=second):
+    owner, *_ = preference(gateway, "abc")
+    gateway.storage.store(owner, "abc", b"kept", version=Version(10, "a" * 16, 1))
+    gateway.storage.unreachable_nodes = {owner}
+    with pytest.raises(NodeUnavailable):
         asyncio.run(gateway.delete("abc"))
-    assert gateway.storage.node_of("abc") == [owner]
-    assert not [event for event in gateway.storage.events if event.startswith("delete")]
+    gateway.storage.unreachable_nodes = set()
+    assert asyncio.run(gateway.read("abc")) == b"kept"
+
+
+def test_a_delete_of_an_unknown_id_succeeds() -> None:
+    gateway = Gateway()
+    owner = asyncio.run(gateway.delete("neverstored"))
+    assert owner.name == preference(gateway, "neverstored")[0]
+
+
+def test_writes_during_a_drain_go_to_the_next_node_and_reads_find_the_newest_copy() -> None:
+    gateway = Gateway(node_count=4)
+    owner, successor, *_ = preference(gateway, "abc")
+
+    async def scenario() -> None:
+        await gateway.put("abc", body_of(b"before the drain"), None, None)
+        assert gateway.storage.node_of("abc") == [owner]
+        gateway.storage.marks[owner] = DrainState.DRAINING
+        await gateway.fleet.refresh_drain_marks()
+        # Still served from the draining node while nothing newer exists elsewhere.
+        assert await gateway.read("abc") == b"before the drain"
+        outcome = await gateway.put("abc", body_of(b"during the drain"), None, None)
+        assert outcome.node.name == successor
+        assert not outcome.created
+        assert await gateway.read("abc") == b"during the drain"
+
+    asyncio.run(scenario())
+
+
+def test_a_stale_copy_on_the_next_node_loses_to_the_draining_nodes_newer_one() -> None:
+    gateway = Gateway(node_count=4)
+    owner, successor, *_ = preference(gateway, "abc")
+    gateway.storage.store(successor, "abc", b"stale", version=Version(10, "a" * 16, 1))
+    gateway.storage.store(owner, "abc", b"newest", version=Version(20, "a" * 16, 1))
+    gateway.storage.marks[owner] = DrainState.DRAINING
+
+    async def scenario() -> None:
+        await gateway.fleet.refresh()
+        assert await gateway.read("abc") == b"newest"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("ignores_conditions", [False, True], ids=["minio", "stand-in"])
+def test_conditions_on_an_object_on_a_fallback_see_what_a_read_sees(
+    ignores_conditions: bool,
+) -> None:
+    gateway = Gateway(node_count=4)
+    gateway.storage.ignores_conditions = ignores_conditions
+    _, successor, *_ = preference(gateway, "abc")
+    gateway.storage.store(successor, "abc", b"not rebalanced", version=Version(10, "a" * 16, 1))
+    etag = gateway.storage.objects[(successor, "abc")].info.etag
+
+    async def scenario() -> None:
+        with pytest.raises(PreconditionFailed):
+            await gateway.put("abc", body_of(b"x"), None, None, Preconditions(if_none_match=ANY))
+        with pytest.raises(PreconditionFailed):
+            await gateway.put(
+                "abc", body_of(b"x"), None, None, Preconditions(if_match=EntityTags({"other"}))
+            )
+        assert await gateway.read("abc") == b"not rebalanced"
+        replaced = await gateway.put(
+            "abc", body_of(b"new"), None, None, Preconditions(if_match=EntityTags({etag}))
+        )
+        assert not replaced.created
+        assert await gateway.read("abc") == b"new"
+        plain = await gateway.put("abc", body_of(b"newer"), None, None)
+        assert not plain.created
+
+    asyncio.run(scenario())

@@ -5,7 +5,8 @@ import pytest
 
 from application.fleet import Fleet
 from application.node_access import NodeAccess
-from application.objects import DeleteObject, GetObject, HeadObject, PutObject
+from application.objects import DeleteObject, GetObject, HeadObject, ObjectLookup, PutObject
+from application.write_locks import WriteLocks
 from domain.circuit_breaker import NodeBreakers
 from domain.errors import (
     IncompleteBody,
@@ -18,6 +19,7 @@ from domain.errors import (
 )
 from domain.in_flight import InFlightLimits
 from domain.node import NodeState
+from domain.versions import VersionClock
 from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
 
 
@@ -32,14 +34,19 @@ class Gateway:
             nodes=[make_node(f"node-{i}") for i in range(node_count)]
         )
         self.storage = InMemoryObjectStorage()
-        self.fleet = Fleet(self.discovery, virtual_nodes=64)
+        self.fleet = Fleet(self.discovery, self.storage, virtual_nodes=64)
         self.breakers = NodeBreakers(failure_threshold=2, cooldown_seconds=60)
         self.limits = InFlightLimits(max_per_node=4)
-        access = NodeAccess(self.breakers, self.limits)
-        self.put = PutObject(self.fleet, self.storage, access)
-        self.get = GetObject(self.fleet, self.storage, access, fallback_nodes=2)
-        self.head = HeadObject(self.fleet, self.storage, access, fallback_nodes=2)
-        self.delete = DeleteObject(self.fleet, self.storage, access, fallback_nodes=2)
+        self.access = NodeAccess(self.breakers, self.limits)
+        self.clock = VersionClock()
+        self.locks = WriteLocks()
+        self.lookup = ObjectLookup(
+            self.fleet, self.storage, self.access, self.clock, self.locks, fallback_nodes=2
+        )
+        self.put = PutObject(self.lookup)
+        self.get = GetObject(self.lookup)
+        self.head = HeadObject(self.lookup)
+        self.delete = DeleteObject(self.lookup)
 
     async def read(self, raw_id: str) -> bytes:
         retrieved = await self.get(raw_id)
@@ -181,7 +188,15 @@ def test_a_put_holds_its_last_chunk_until_the_existence_check_has_answered() -> 
         gateway.storage.head_released.set()
         outcome = await upload
         assert outcome.created
-        assert gateway.storage.events == ["chunk 1", "chunk 1", "head abc", "chunk 1"]
+        # The owner had nothing, so the nodes that may hold the ID were asked too (a read would).
+        assert gateway.storage.events == [
+            "chunk 1",
+            "chunk 1",
+            "head abc",
+            "head abc",
+            "head abc",
+            "chunk 1",
+        ]
 
     asyncio.run(scenario())
 

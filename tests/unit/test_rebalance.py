@@ -1,28 +1,76 @@
-"""The rebalance plan and its moves against in-memory fakes."""
+"""The rebalance by versions, against in-memory fakes: the newest wins wherever it is."""
+
+from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 
-import pytest
-
-from application.rebalance import Outcome, Rebalance, RebalancePlan, RebalanceSummary, StepResult
-from domain.errors import InvalidRequest
+from application.fleet import Fleet, Membership
+from application.node_access import NodeAccess
+from application.objects import DeleteObject, ObjectLookup, PutObject
+from application.rebalance import (
+    Outcome,
+    Rebalance,
+    RebalanceSummary,
+    StepResult,
+    Survey,
+    merged_listings,
+)
+from application.write_locks import WriteLocks
+from domain.circuit_breaker import NodeBreakers
 from domain.hash_ring import HashRing
-from domain.node import NodeState
+from domain.in_flight import InFlightLimits
+from domain.node import Node, NodeState
 from domain.object_id import ObjectId
-from tests.fakes import InMemoryObjectStorage, make_node
+from domain.objects import TOMBSTONE_CONTENT_TYPE, tombstone_body
+from domain.versions import Version, VersionClock
+from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
 
 NODES = [make_node(f"node-{i}") for i in range(4)]
 RING_SIZE = 64
+NOW = 1_800_000_000.0
+
+
+class Gateway:
+    """Use cases and a rebalance sharing one gateway's write turns, over ``storage``."""
+
+    def __init__(self, storage: InMemoryObjectStorage) -> None:
+        self.storage = storage
+        self.fleet = Fleet(FakeNodeDiscovery(nodes=list(NODES)), storage, virtual_nodes=RING_SIZE)
+        self.access = NodeAccess(NodeBreakers(3, 60), InFlightLimits(16))
+        self.locks = WriteLocks()
+        lookup = ObjectLookup(
+            self.fleet, storage, self.access, VersionClock(), self.locks, fallback_nodes=2
+        )
+        self.put = PutObject(lookup)
+        self.delete = DeleteObject(lookup)
+
+    def rebalance(self) -> Rebalance:
+        current = self.fleet.current
+        assert current is not None
+        return Rebalance(self.storage, self.access, self.locks, current)
+
+
+async def body_of(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+def v(seconds: float, counter: int = 1, writer: str = "a" * 16) -> Version:
+    return Version(int(seconds * 1e9), writer, counter)
 
 
 class RecordingReporter:
     def __init__(self) -> None:
-        self.plans: list[RebalancePlan] = []
         self.steps: list[StepResult] = []
         self.summaries: list[RebalanceSummary] = []
+        self.moves: list[tuple[str, list[str], str]] = []
 
-    def planned(self, plan: RebalancePlan) -> None:
-        self.plans.append(plan)
+    def surveyed(self, survey: Survey) -> None:
+        pass
+
+    def planned_move(self, object_id: str, holders: Sequence[str], owner: str, size: int) -> None:
+        self.moves.append((object_id, list(holders), owner))
 
     def step(self, result: StepResult) -> None:
         self.steps.append(result)
@@ -31,162 +79,332 @@ class RecordingReporter:
         self.summaries.append(summary)
 
 
-def owner(raw_id: str, names: list[str] | None = None) -> str:
+def membership(nodes: Sequence[Node] = NODES, draining: frozenset[str] = frozenset()) -> Membership:
+    names = [node.name for node in nodes]
+    return Membership(
+        nodes={node.name: node for node in nodes},
+        ring=HashRing(names, RING_SIZE),
+        write_ring=HashRing(set(names) - draining, RING_SIZE),
+        draining=draining,
+    )
+
+
+def owner(raw_id: str, names: Sequence[str] | None = None) -> str:
     return HashRing(names or [n.name for n in NODES], RING_SIZE).owner(ObjectId(raw_id))
 
 
-def elsewhere(raw_id: str, names: list[str] | None = None) -> str:
-    return next(n.name for n in NODES if n.name != owner(raw_id, names))
+def elsewhere(raw_id: str, skip: int = 0) -> str:
+    return [n.name for n in NODES if n.name != owner(raw_id)][skip]
+
+
+def rebalance(
+    storage: InMemoryObjectStorage, nodes: Sequence[Node] = NODES, **options: object
+) -> Rebalance:
+    draining = frozenset(options.pop("draining", frozenset()))  # type: ignore[arg-type]
+    return Rebalance(
+        storage,
+        NodeAccess(NodeBreakers(3, 60), InFlightLimits(16)),
+        WriteLocks(),
+        membership(nodes, draining),
+        wall_clock=lambda: NOW,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def run(
-    storage: InMemoryObjectStorage, nodes=NODES, **options
-) -> tuple[RebalancePlan, RebalanceSummary]:  # type: ignore[no-untyped-def]
-    rebalance = Rebalance(storage, nodes, virtual_nodes=RING_SIZE, **options)
-
-    async def scenario() -> tuple[RebalancePlan, RebalanceSummary]:
-        plan = await rebalance.plan()
-        return plan, await rebalance.execute(plan, RecordingReporter())
-
-    return asyncio.run(scenario())
+    storage: InMemoryObjectStorage, nodes: Sequence[Node] = NODES, **options: object
+) -> tuple[RebalanceSummary, RecordingReporter]:
+    reporter = RecordingReporter()
+    summary = asyncio.run(rebalance(storage, nodes, **options).execute(reporter))
+    return summary, reporter
 
 
-def test_objects_in_place_are_left_alone_and_misplaced_ones_are_planned() -> None:
+def test_the_survey_counts_what_is_out_of_place_and_changes_nothing() -> None:
     storage = InMemoryObjectStorage()
-    storage.store(owner("home"), "home", b"h")
-    storage.store(elsewhere("away"), "away", b"a")
+    storage.store(owner("home"), "home", b"h", version=v(1))
+    storage.store(elsewhere("away"), "away", b"aa", version=v(1))
     storage.store(elsewhere("away"), "not-an-id!", b"someone else's")
-    plan = asyncio.run(Rebalance(storage, NODES, virtual_nodes=RING_SIZE).plan())
-    assert plan.in_place == 1
-    assert [(m.object_id, m.holder, m.owner) for m in plan.misplaced] == [
-        ("away", elsewhere("away"), owner("away"))
-    ]
-    assert plan.foreign_keys == 1
+    reporter = RecordingReporter()
+    before = dict(storage.objects)
+    survey = asyncio.run(rebalance(storage).survey(reporter))
+    assert (survey.in_place, survey.misplaced, survey.misplaced_bytes) == (1, 1, 2)
+    assert survey.foreign_keys == 1
+    assert reporter.moves == [("away", [elsewhere("away")], owner("away"))]
+    assert storage.objects == before
 
 
-def test_a_misplaced_object_moves_to_its_owner_and_leaves_the_holder() -> None:
+def test_a_misplaced_object_moves_to_its_owner_keeping_its_version_and_type() -> None:
     storage = InMemoryObjectStorage()
-    holder = elsewhere("away")
-    storage.store(holder, "away", b"payload", "image/png")
-    plan, summary = run(storage)
-    assert summary.moved == 1
-    assert summary.bytes_moved == len(b"payload")
+    storage.store(elsewhere("away"), "away", b"payload", "image/png", version=v(5))
+    summary, _ = run(storage)
+    assert (summary.moved, summary.bytes_moved) == (1, len(b"payload"))
     assert summary.everything_in_place
     assert storage.node_of("away") == [owner("away")]
     moved = storage.objects[(owner("away"), "away")]
-    assert (moved.data, moved.content_type) == (b"payload", "image/png")
-    assert len(plan.misplaced) == 1
+    assert (moved.data, moved.content_type, moved.version) == (b"payload", "image/png", v(5))
 
 
-def test_a_newer_copy_on_the_owner_is_kept_and_the_older_misplaced_one_deleted() -> None:
+def test_of_two_misplaced_copies_the_newest_wins_whatever_the_node_order() -> None:
+    # The newer copy on the node that sorts first and on the one that sorts last, in turn.
+    for newer_on, older_on in ((0, 1), (1, 0)):
+        storage = InMemoryObjectStorage()
+        holders = [elsewhere("twice", 0), elsewhere("twice", 1)]
+        storage.store(holders[older_on], "twice", b"v1", version=v(10))
+        storage.store(holders[newer_on], "twice", b"v2", version=v(20))
+        storage.store(owner("twice"), "twice", b"v0", version=v(5))
+        summary, _ = run(storage)
+        assert summary.moved == 1
+        assert storage.node_of("twice") == [owner("twice")]
+        assert storage.objects[(owner("twice"), "twice")].data == b"v2"
+
+
+def test_versions_order_copies_within_the_same_second_not_last_modified() -> None:
     storage = InMemoryObjectStorage()
-    storage.store(elsewhere("id1"), "id1", b"old")
-    storage.store(owner("id1"), "id1", b"new")  # stamped later
-    _, summary = run(storage)
+    # Written in this order, so the fake's Last-Modified would rank them the other way round.
+    storage.store(
+        elsewhere("samesecond"), "samesecond", b"later", version=v(100.7, writer="b" * 16)
+    )
+    storage.store(owner("samesecond"), "samesecond", b"earlier", version=v(100.2))
+    run(storage)
+    assert storage.objects[(owner("samesecond"), "samesecond")].data == b"later"
+    assert storage.node_of("samesecond") == [owner("samesecond")]
+
+
+def test_an_older_copy_never_replaces_a_newer_one_on_the_owner() -> None:
+    storage = InMemoryObjectStorage()
+    storage.store(owner("kept"), "kept", b"new", version=v(20))
+    storage.store(elsewhere("kept"), "kept", b"old", version=v(10))
+    summary, _ = run(storage)
     assert summary.stale_deleted == 1
-    assert storage.node_of("id1") == [owner("id1")]
-    assert storage.objects[(owner("id1"), "id1")].data == b"new"
+    assert storage.objects[(owner("kept"), "kept")].data == b"new"
+    assert storage.node_of("kept") == [owner("kept")]
 
 
-def test_a_newer_misplaced_copy_replaces_an_older_one_on_the_owner() -> None:
+def test_unversioned_copies_rank_below_versioned_ones_and_by_last_modified_among_themselves() -> (
+    None
+):
     storage = InMemoryObjectStorage()
-    storage.store(owner("id1"), "id1", b"old")
-    storage.store(elsewhere("id1"), "id1", b"newer")
-    _, summary = run(storage)
-    assert summary.moved == 1
-    assert storage.objects[(owner("id1"), "id1")].data == b"newer"
-    assert storage.node_of("id1") == [owner("id1")]
+    storage.store(owner("legacy"), "legacy", b"versioned", version=v(1))
+    storage.store(elsewhere("legacy"), "legacy", b"unversioned, written later")
+    storage.store(elsewhere("old"), "old", b"first")
+    storage.store(owner("old"), "old", b"second")  # one second later
+    run(storage)
+    assert storage.objects[(owner("legacy"), "legacy")].data == b"versioned"
+    assert storage.objects[(owner("old"), "old")].data == b"second"
+    assert storage.node_of("legacy") == [owner("legacy")]
+    assert storage.node_of("old") == [owner("old")]
 
 
-def test_a_client_write_that_lands_during_the_copy_wins_on_nodes_that_honour_conditions() -> None:
+def test_a_write_from_another_gateway_landing_during_the_copy_wins_on_minio() -> None:
+    # MinIO honours the copy's condition (the owner as it was seen): the copy is refused.
     storage = InMemoryObjectStorage()
-    storage.store(elsewhere("raced"), "raced", b"old copy")
+    storage.store(elsewhere("raced"), "raced", b"old copy", version=v(10))
     target = owner("raced")
-    wrote = False
 
     async def client_writes_first(node: str, object_id: str) -> None:
-        nonlocal wrote
-        if node == target and not wrote:
-            wrote = True
-            storage.store(target, object_id, b"client's new version")
+        if node == target and storage.before_commit is not None:
+            storage.before_commit = None
+            storage.store(target, object_id, b"client's new version", version=v(30))
 
     storage.before_commit = client_writes_first
-    _, summary = run(storage)
+    _, reporter = run(storage)
     assert storage.objects[(target, "raced")].data == b"client's new version"
-    assert storage.node_of("raced") == [target]
+    assert [step.outcome for step in reporter.steps] == [Outcome.LEFT]
+    # The next pass finds the owner newest, and removes the old copy.
+    summary, _ = run(storage)
     assert summary.stale_deleted == 1
+    assert storage.node_of("raced") == [target]
+    assert storage.objects[(target, "raced")].data == b"client's new version"
 
 
-def test_drain_empties_the_named_node_onto_the_others() -> None:
+def test_a_client_write_through_the_same_gateway_waits_for_the_copy_and_wins() -> None:
+    # A node that ignores conditions (the stand-in): the gateway's write turns order them.
+    storage = InMemoryObjectStorage(ignores_conditions=True)
+    storage.store(elsewhere("raced"), "raced", b"old copy", version=v(10))
+    gateway = Gateway(storage)
+    client: asyncio.Future[object] | None = None
+
+    async def client_writes_meanwhile(node: str, object_id: str) -> None:
+        nonlocal client
+        if client is None:
+            client = asyncio.ensure_future(gateway.put("raced", body_of(b"client"), 6, None))
+            await asyncio.sleep(0.01)  # as far as it gets: its last chunk waits for its turn
+
+    async def scenario() -> None:
+        await gateway.fleet.refresh()
+        storage.before_commit = client_writes_meanwhile
+        await gateway.rebalance().execute(RecordingReporter())
+        assert client is not None
+        await client
+
+    asyncio.run(scenario())
+    assert storage.node_of("raced") == [owner("raced")]
+    assert storage.objects[(owner("raced"), "raced")].data == b"client"
+
+
+def test_a_delete_from_another_gateway_while_the_copy_is_read_brings_nothing_back() -> None:
+    storage = InMemoryObjectStorage()
+    storage.store(elsewhere("gone"), "gone", b"old copy", version=v(10))
+    target = owner("gone")
+
+    async def client_deletes(node: str, object_id: str) -> None:
+        if node == target and storage.before_commit is not None:
+            storage.before_commit = None
+            tombstone = v(30)
+            storage.store(
+                target,
+                object_id,
+                tombstone_body(tombstone),
+                TOMBSTONE_CONTENT_TYPE,
+                version=tombstone,
+                deleted=True,
+            )
+
+    storage.before_commit = client_deletes
+    run(storage)
+    run(storage)
+    assert storage.node_of("gone") == [target]
+    assert storage.objects[(target, "gone")].deleted
+
+
+def test_a_delete_through_the_same_gateway_during_a_copy_brings_nothing_back() -> None:
+    storage = InMemoryObjectStorage(ignores_conditions=True)
+    storage.store(elsewhere("gone"), "gone", b"old copy", version=v(10))
+    gateway = Gateway(storage)
+    client: asyncio.Future[object] | None = None
+
+    async def client_deletes_meanwhile(node: str, object_id: str) -> None:
+        nonlocal client
+        if client is None:
+            client = asyncio.ensure_future(gateway.delete("gone"))
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        await gateway.fleet.refresh()
+        storage.before_commit = client_deletes_meanwhile
+        await gateway.rebalance().execute(RecordingReporter())
+        assert client is not None
+        await client
+        storage.before_commit = None
+        await gateway.rebalance().execute(RecordingReporter())
+
+    asyncio.run(scenario())
+    assert storage.node_of("gone") == [owner("gone")]
+    assert storage.objects[(owner("gone"), "gone")].deleted
+
+
+def test_a_tombstone_moves_like_an_object_and_covers_the_older_copies() -> None:
+    storage = InMemoryObjectStorage()
+    tombstone = v(40)
+    storage.store(owner("deleted"), "deleted", b"old on the owner", version=v(10))
+    storage.store(
+        elsewhere("deleted"),
+        "deleted",
+        tombstone_body(tombstone),
+        TOMBSTONE_CONTENT_TYPE,
+        version=tombstone,
+        deleted=True,
+    )
+    summary, _ = run(storage)
+    assert summary.moved == 1
+    assert storage.node_of("deleted") == [owner("deleted")]
+    assert storage.objects[(owner("deleted"), "deleted")].deleted
+
+
+def test_a_tombstone_is_purged_only_alone_past_its_grace_and_with_every_node_listed() -> None:
+    storage = InMemoryObjectStorage()
+    for raw_id, seconds in (("oldstone", NOW - 7200), ("newstone", NOW - 60)):
+        tombstone = v(seconds)
+        storage.store(
+            owner(raw_id),
+            raw_id,
+            tombstone_body(tombstone),
+            TOMBSTONE_CONTENT_TYPE,
+            version=tombstone,
+            deleted=True,
+        )
+    down = [*NODES[:3], make_node("node-3", NodeState.DOWN)]
+    summary, _ = run(storage, down, tombstone_grace_seconds=3600)
+    assert summary.purged == 0, "a node not listed may hold a copy the tombstone covers"
+    summary, _ = run(storage, tombstone_grace_seconds=3600)
+    assert summary.purged == 1
+    assert storage.node_of("oldstone") == []
+    assert storage.node_of("newstone") == [owner("newstone")]
+
+
+def test_a_draining_node_is_emptied_onto_the_others() -> None:
     storage = InMemoryObjectStorage()
     drained = "node-3"
     for i in range(40):
-        storage.store(owner(f"id{i}"), f"id{i}", f"v{i}".encode())
+        storage.store(owner(f"id{i}"), f"id{i}", f"v{i}".encode(), version=v(i))
     assert any(holder == drained for holder, _ in storage.objects)
-    _, summary = run(storage, drain=[drained])
+    summary, _ = run(storage, draining=frozenset({drained}))
     remaining = [n.name for n in NODES if n.name != drained]
     assert all(holder != drained for holder, _ in storage.objects)
     for i in range(40):
         assert storage.node_of(f"id{i}") == [owner(f"id{i}", remaining)]
+        assert storage.objects[(owner(f"id{i}", remaining), f"id{i}")].version == v(i)
     assert summary.everything_in_place
 
 
 def test_a_second_run_after_a_complete_one_has_nothing_to_do() -> None:
     storage = InMemoryObjectStorage()
     for i in range(20):
-        storage.store(NODES[i % 4].name, f"id{i}", b"x")
+        storage.store(NODES[i % 4].name, f"id{i}", b"x", version=v(i))
     run(storage)
-    plan, summary = run(storage)
-    assert plan.misplaced == []
-    assert plan.in_place == 20
-    assert summary.moved == summary.stale_deleted == summary.failed == 0
+    survey = asyncio.run(rebalance(storage).survey())
+    summary, reporter = run(storage)
+    assert (survey.misplaced, survey.in_place) == (0, 20)
+    assert reporter.steps == []
+    assert summary.everything_in_place
 
 
 def test_a_node_that_cannot_be_reached_is_reported_and_the_rest_still_moves() -> None:
     storage = InMemoryObjectStorage()
     unreachable = "node-2"
     movable = next(f"id{i}" for i in range(100) if owner(f"id{i}") not in (unreachable, "node-0"))
-    storage.store("node-0", movable, b"x")
+    storage.store("node-0", movable, b"x", version=v(1))
     stuck = next(f"id{i}" for i in range(100) if owner(f"id{i}") == unreachable)
-    storage.store("node-0", stuck, b"y")
+    storage.store("node-0", stuck, b"y", version=v(1))
     storage.unreachable_nodes = {unreachable}
-    plan, summary = run(storage)
-    assert unreachable in plan.unlisted
-    assert summary.moved == 1
-    assert summary.failed == 1
+    summary, _ = run(storage)
+    assert summary.unlisted_nodes == 1
+    assert (summary.moved, summary.failed) == (1, 1)
     assert not summary.everything_in_place
     assert storage.node_of(movable) == [owner(movable)]
     assert storage.node_of(stuck) == ["node-0"], "a failed move keeps the only copy"
 
 
 def test_a_down_node_is_not_listed_and_makes_the_run_incomplete() -> None:
-    storage = InMemoryObjectStorage()
     nodes = [*NODES[:3], make_node("node-3", NodeState.DOWN)]
-    plan, summary = run(storage, nodes=nodes)
-    assert plan.unlisted == {"node-3": "the node is not running"}
+    summary, _ = run(InMemoryObjectStorage(), nodes)
+    assert summary.unlisted_nodes == 1
     assert not summary.everything_in_place
 
 
-def test_draining_an_unknown_node_or_every_node_is_refused() -> None:
+def test_listings_are_merged_in_key_order_pulling_one_entry_ahead_per_node() -> None:
     storage = InMemoryObjectStorage()
-    with pytest.raises(InvalidRequest, match="not a member"):
-        Rebalance(storage, NODES, virtual_nodes=RING_SIZE, drain=["node-9"])
-    with pytest.raises(InvalidRequest, match="every node"):
-        Rebalance(storage, NODES, virtual_nodes=RING_SIZE, drain=[n.name for n in NODES])
+    for i in range(300):
+        storage.store(NODES[i % 3].name, f"k{i:04d}", b"x", version=v(1))
+    storage.store(NODES[3].name, "k0007", b"x", version=v(2))
+    pulled = [0]
+    original = storage.list_objects
 
+    async def counting(node: Node):  # type: ignore[no-untyped-def]
+        async for entry in original(node):
+            pulled[0] += 1
+            yield entry
 
-def test_every_step_is_reported() -> None:
-    storage = InMemoryObjectStorage()
-    storage.store(elsewhere("a1"), "a1", b"1")
-    storage.store(elsewhere("a2"), "a2", b"2")
-    reporter = RecordingReporter()
-    rebalance = Rebalance(storage, NODES, virtual_nodes=RING_SIZE)
+    storage.list_objects = counting  # type: ignore[method-assign]
 
-    async def scenario() -> None:
-        plan = await rebalance.plan()
-        await rebalance.execute(plan, reporter)
+    async def scenario() -> list[tuple[str, list[str]]]:
+        seen = []
+        async for key, copies in merged_listings(storage, NODES, {}):
+            # Never more than one entry per node beyond the key handed out.
+            assert pulled[0] <= len(seen) + 1 + 2 * len(NODES)
+            seen.append((key, [node.name for node, _ in copies]))
+        return seen
 
-    asyncio.run(scenario())
-    assert sorted(step.item.object_id for step in reporter.steps) == ["a1", "a2"]
-    assert all(step.outcome is Outcome.MOVED for step in reporter.steps)
-    assert len(reporter.summaries) == 1
+    seen = asyncio.run(scenario())
+    assert [key for key, _ in seen] == sorted(f"k{i:04d}" for i in range(300))
+    assert dict(seen)["k0007"] == [NODES[1].name, NODES[3].name]

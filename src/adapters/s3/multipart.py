@@ -43,9 +43,13 @@ class MultipartUploads:
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str,
+        metadata: Mapping[str, str],
         conditions: Mapping[str, str],
     ) -> ObjectInfo:
-        """A multipart upload, one part at a time; one PUT if the body fits in one part."""
+        """A multipart upload, one part at a time; one PUT if the body fits in one part.
+
+        ``metadata`` goes with the object (the upload's start), ``conditions`` with its commit.
+        """
         parts = _Parts(body, self._transport.settings.part_size_bytes)
         upload_id: str | None = None
         etags: list[str] = []
@@ -61,12 +65,12 @@ class MultipartUploads:
                         # The whole body fits in one part: one ordinary PUT, no multipart.
                         check_length(parts.total, length)
                         etag = await self._put_part(
-                            node, key, part, content_type, headers=conditions
+                            node, key, part, content_type, headers={**metadata, **conditions}
                         )
                         return ObjectInfo(size=part.size, content_type=content_type, etag=etag)
                     if upload_id is None:
                         upload_id = await self._buckets.retrying(
-                            node, lambda: self._create(node, key, content_type)
+                            node, lambda: self._create(node, key, content_type, metadata)
                         )
                     if part.size or not etags:
                         number = str(len(etags) + 1)
@@ -118,10 +122,16 @@ class MultipartUploads:
             ),
         )
 
-    async def _create(self, node: Node, key: str, content_type: str) -> str:
+    async def _create(
+        self, node: Node, key: str, content_type: str, metadata: Mapping[str, str]
+    ) -> str:
         timeout = self._transport.settings.first_byte_timeout_seconds
         response = await self._transport.request(
-            node, "POST", key, query={"uploads": ""}, headers={"Content-Type": content_type}
+            node,
+            "POST",
+            key,
+            query={"uploads": ""},
+            headers={"Content-Type": content_type, **metadata},
         )
         async with response:
             if response.status != 200:

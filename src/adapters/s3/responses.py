@@ -28,8 +28,11 @@ from domain.errors import (
 from domain.node import Node
 from domain.objects import DEFAULT_CONTENT_TYPE, ObjectInfo, unquoted_etag
 from domain.sizes import KiB, MiB
+from domain.versions import Version
 
 __all__ = [
+    "DELETED_HEADER",
+    "VERSION_HEADER",
     "NoSuchBucket",
     "ResponseBody",
     "content_range_of",
@@ -65,14 +68,27 @@ class NoSuchBucket(ObjectNotFound):
     """The node has no bucket (any more): nothing is stored there, and a write must make it."""
 
 
+# The gateway's own user metadata on every object it writes (S3 returns it on HEAD and GET).
+VERSION_HEADER = "x-amz-meta-gateway-version"
+DELETED_HEADER = "x-amz-meta-gateway-deleted"
+
+
 def info_from(headers: Mapping[str, str]) -> ObjectInfo:
     raw_last_modified = headers.get("Last-Modified")
+    raw_version = headers.get(VERSION_HEADER)
     return ObjectInfo(
         size=int(headers.get("Content-Length", "0")),
         content_type=headers.get("Content-Type") or DEFAULT_CONTENT_TYPE,
         etag=unquoted_etag(headers.get("ETag", "")),
         last_modified=_parse_http_date(raw_last_modified) if raw_last_modified else None,
+        version=None if raw_version is None else _parse_version(raw_version),
+        deleted=headers.get(DELETED_HEADER) == "true",
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_version(text: str) -> Version | None:
+    return Version.parse(text)
 
 
 def etag_of(response: aiohttp.ClientResponse) -> str:

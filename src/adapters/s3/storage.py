@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from minio.datatypes import Object as S3Object
 from minio.xml import findall, findtext
@@ -16,6 +17,8 @@ from minio.xml import findall, findtext
 from adapters.s3.buckets import Buckets
 from adapters.s3.multipart import MultipartUploads
 from adapters.s3.responses import (
+    DELETED_HEADER,
+    VERSION_HEADER,
     NoSuchBucket,
     ResponseBody,
     content_range_of,
@@ -27,7 +30,7 @@ from adapters.s3.transport import MinioSettings, S3Transport, map_errors
 from adapters.s3.upload_budget import PartSpool
 from adapters.s3.uploads import SMALL_BODY_BYTES, Uploads, condition_headers
 from domain.errors import NodeUnavailable, ObjectNotFound, RangeNotSatisfiable
-from domain.node import Node
+from domain.node import DrainState, Node
 from domain.object_id import ObjectId
 from domain.objects import (
     ByteRange,
@@ -37,14 +40,19 @@ from domain.objects import (
     WriteCondition,
     unquoted_etag,
 )
+from domain.versions import Version
 
-__all__ = ["MinioObjectStorage"]
+__all__ = ["DRAIN_MARK_KEY", "MinioObjectStorage"]
 
 _LIST_PAGE_SIZE = 1000
+# Where a node's drain mark is kept: in its own bucket, under a key no object ID can take.
+DRAIN_MARK_KEY = ".gateway/draining"
+_DRAIN_STATE_HEADER = "x-amz-meta-gateway-drain"
 
 
 class MinioObjectStorage:
-    """The ``ObjectStorage`` port on MinIO nodes, over one pooled aiohttp session."""
+    """The ``ObjectStorage`` and ``DrainMarks`` ports on MinIO nodes, over one pooled aiohttp
+    session."""
 
     def __init__(self, settings: MinioSettings, part_spool: PartSpool) -> None:
         self._settings = settings
@@ -78,11 +86,18 @@ class MinioObjectStorage:
         try:
             if response.status == 416:
                 response.close()
-                size = (await self.head(node, object_id)).size
-                raise RangeNotSatisfiable(_beyond(byte_range, size), size, node_name=node.name)
+                stored = await self.head(node, object_id)
+                if stored.deleted:
+                    return _tombstone(stored)
+                raise RangeNotSatisfiable(
+                    _beyond(byte_range, stored.size), stored.size, node_name=node.name
+                )
             if response.status not in (200, 206):
                 await raise_for(node, response, settings.first_byte_timeout_seconds)
             info = info_from(response.headers)
+            if info.deleted:
+                response.close()
+                return _tombstone(info)
             sent = info.size  # what the node's body holds
             content_range: tuple[int, int] | None = None
             if byte_range is not None and "Content-Range" in response.headers:
@@ -130,21 +145,29 @@ class MinioObjectStorage:
         length: int | None,
         content_type: str,
         *,
+        version: Version,
+        deleted: bool = False,
         condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         await self._buckets.ensure(node)
+        metadata = {VERSION_HEADER: str(version)}
+        if deleted:
+            metadata[DELETED_HEADER] = "true"
         conditions = condition_headers(condition)
         key = object_id.value
         try:
             if length is not None and length <= SMALL_BODY_BYTES:
-                return await self._uploads.put_small(
-                    node, key, body, length, content_type, conditions
+                info = await self._uploads.put_small(
+                    node, key, body, length, content_type, {**metadata, **conditions}
                 )
-            if length is not None and length <= self._settings.max_single_put_bytes:
-                return await self._uploads.put_streamed(
-                    node, key, body, length, content_type, conditions
+            elif length is not None and length <= self._settings.max_single_put_bytes:
+                info = await self._uploads.put_streamed(
+                    node, key, body, length, content_type, {**metadata, **conditions}
                 )
-            return await self._multipart.put(node, key, body, length, content_type, conditions)
+            else:
+                info = await self._multipart.put(
+                    node, key, body, length, content_type, metadata, conditions
+                )
         except NoSuchBucket:
             # Its bucket went after it was made (the node was recreated on an empty volume, say),
             # and a body that is streamed cannot be sent twice: the bucket is made again now, and
@@ -155,6 +178,7 @@ class MinioObjectStorage:
                 "its bucket was missing and has been created again; retry",
                 retry_after_seconds=1,
             ) from None
+        return replace(info, version=version, deleted=deleted)
 
     async def delete(self, node: Node, object_id: ObjectId) -> None:
         response = await self._transport.request(node, "DELETE", object_id.value)
@@ -201,6 +225,46 @@ class MinioObjectStorage:
             token = findtext(element, "NextContinuationToken")
             if (findtext(element, "IsTruncated") or "").lower() != "true" or not token:
                 return
+
+    # -- drain marks ------------------------------------------------------------------------
+
+    async def drain_state(self, node: Node) -> DrainState | None:
+        response = await self._transport.request(node, "HEAD", DRAIN_MARK_KEY)
+        async with response:
+            if response.status == 200:
+                state = response.headers.get(_DRAIN_STATE_HEADER, "")
+                drained = state == DrainState.DRAINED.value
+                return DrainState.DRAINED if drained else DrainState.DRAINING
+            if response.status == 404:
+                return None
+            await raise_for(node, response, self._settings.first_byte_timeout_seconds)
+
+    async def mark(self, node: Node, state: DrainState, note: str) -> None:
+        await self._buckets.ensure(node)
+        data = note.encode()
+        await self._buckets.retrying(
+            node,
+            lambda: self._uploads.put_bytes(
+                node,
+                DRAIN_MARK_KEY,
+                len(data),
+                data,
+                "text/plain",
+                headers={_DRAIN_STATE_HEADER: state.value},
+                from_client=False,
+            ),
+        )
+
+    async def unmark(self, node: Node) -> None:
+        response = await self._transport.request(node, "DELETE", DRAIN_MARK_KEY)
+        async with response:
+            if response.status not in (200, 204, 404):
+                await raise_for(node, response, self._settings.first_byte_timeout_seconds)
+
+
+def _tombstone(info: ObjectInfo) -> StoredObject:
+    """A tombstone as read: its metadata, and none of its bytes (a read of it is a 404)."""
+    return StoredObject(info, _single(b""), _nothing, b"")
 
 
 def _beyond(byte_range: ByteRange | None, size: int) -> str:

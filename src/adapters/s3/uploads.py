@@ -91,12 +91,13 @@ class Uploads:
         body: AsyncIterator[bytes],
         length: int,
         content_type: str,
-        conditions: Mapping[str, str],
+        headers: Mapping[str, str],
     ) -> ObjectInfo:
+        """``headers``: the object's metadata and the write's conditions."""
         data = bytes(await _gathered(body, length))
         etag = await self._buckets.retrying(
             node,
-            lambda: self.put_bytes(node, key, length, data, content_type, headers=conditions),
+            lambda: self.put_bytes(node, key, length, data, content_type, headers=headers),
         )
         return ObjectInfo(size=length, content_type=content_type, etag=etag)
 
@@ -107,9 +108,12 @@ class Uploads:
         body: AsyncIterator[bytes],
         length: int,
         content_type: str,
-        conditions: Mapping[str, str],
+        headers: Mapping[str, str],
     ) -> ObjectInfo:
-        """One PUT whose body is the client's, chunk by chunk, as the node accepts it."""
+        """One PUT whose body is the client's, chunk by chunk, as the node accepts it.
+
+        ``headers``: the object's metadata and the write's conditions.
+        """
         settings = self._transport.settings
         sent = 0
         body_failure: BaseException | None = None
@@ -147,7 +151,7 @@ class Uploads:
                     headers={
                         "Content-Type": content_type,
                         "Content-Length": str(length),
-                        **conditions,
+                        **headers,
                     },
                     data=relayed() if length else b"",
                     payload_hash=UNSIGNED_PAYLOAD,

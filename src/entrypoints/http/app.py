@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from application.readiness import ReadinessReport
 from domain.errors import GatewayError
 from entrypoints.container import Container
+from entrypoints.http.admin import admin_router
 from entrypoints.http.errors import ErrorBody, headers_for, status_for
 from entrypoints.http.openapi import document_object_routes
 from entrypoints.observability.access_log import ObservedRequests
@@ -87,8 +88,15 @@ def create_app(container: Container | None = None) -> Litestar:
     def provide_readiness() -> ReadinessReport:
         return container.readiness()
 
+    settings = container.settings()
     app = Litestar(
-        route_handlers=[objects, live, ready, metrics],
+        route_handlers=[
+            objects,
+            live,
+            ready,
+            metrics,
+            admin_router(container.admin_jobs, settings.admin_port),
+        ],
         dependencies={"readiness": Provide(provide_readiness, sync_to_thread=False)},
         exception_handlers={
             GatewayError: _gateway_error_handler,

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_RETRY_AFTER_SECONDS",
     "ERROR_FIELDS",
     "STATUS_BY_ERROR",
+    "AdminBusy",
     "ErrorBody",
     "MethodNotAllowed",
     "RouteNotFound",
@@ -57,6 +58,12 @@ class RouteNotFound(GatewayError):
     code = "not_found"
 
 
+class AdminBusy(GatewayError):
+    """Another rebalance or drain is running in this gateway."""
+
+    code = "admin_busy"
+
+
 class MethodNotAllowed(GatewayError):
     """The path has no such method; ``allowed`` lists the ones it has."""
 
@@ -71,6 +78,7 @@ class MethodNotAllowed(GatewayError):
 STATUS_BY_ERROR: dict[type[GatewayError], int] = {
     RouteNotFound: 404,
     MethodNotAllowed: 405,
+    AdminBusy: 409,
     BodyTooLarge: 413,
     InvalidRequest: 400,
     ObjectNotFound: 404,

@@ -215,8 +215,8 @@ class ObjectApi:
             await exchange.response.finish(b"")
 
     async def _delete(self, exchange: _Exchange) -> None:
-        asked = await self._use_cases.delete(exchange.object_id)
-        exchange.facts.node = asked[0].name
+        owner = await self._use_cases.delete(exchange.object_id)
+        exchange.facts.node = owner.name
         await exchange.response.start(204, [])
         await exchange.response.finish(b"")
 

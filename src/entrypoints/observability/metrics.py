@@ -116,8 +116,9 @@ class _FleetCollector(Collector):
         )
         membership = self._fleet.current
         counts = dict.fromkeys(NodeHealth, 0)
-        for node in () if membership is None else membership.nodes.values():
-            counts[health_of(node, self._breakers)] += 1
+        if membership is not None:
+            for node in membership.nodes.values():
+                counts[health_of(node, self._breakers, membership)] += 1
         for health, count in counts.items():
             nodes.add_metric([health.value], count)
         yield nodes

@@ -1,0 +1,18 @@
+"""The soak in the test run: about 90 s of load while the fleet changes; zero violations."""
+
+from __future__ import annotations
+
+import os
+
+from tests.reliability.soak import soak
+
+
+def test_fleet_changes_under_load_lose_nothing_serve_nothing_stale_and_bring_nothing_back(
+    figures: dict[str, str],
+) -> None:
+    result = soak(float(os.environ.get("SOAK_SECONDS", "75")))
+    figures["soak"] = result.summary()
+    assert not result.violations, "\n".join(result.violations[:40])
+    assert len(result.events) >= 7, result.events
+    assert sum(result.requests.values()) > 1000
+    assert result.peak_rss_mib < 300, result.peak_rss_mib
