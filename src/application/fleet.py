@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 from domain.errors import DiscoveryUnavailable, GatewayError, NodeUnavailable, NoNodesAvailable
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing
-from domain.node import DrainState, Node
+from domain.node import DrainState, Node, NodeState
 from domain.object_id import ObjectId
 from domain.ports import DrainMarks, NodeDiscovery
 
@@ -39,6 +40,11 @@ class Membership:
         if not self.write_ring.node_names and self.ring.node_names:
             raise NoNodesAvailable("every storage node is draining")
         return self.nodes[self.write_ring.owner(object_id)]
+
+    def write_walk(self, object_id: ObjectId, count: int) -> list[Node]:
+        """The first ``count`` distinct nodes of the ID's walk on the write ring: its replicas,
+        then the nodes a write hands off to when one of them cannot take it."""
+        return [self.nodes[name] for name in self.write_ring.preference_list(object_id, count)]
 
     def preference_of(self, object_id: ObjectId, count: int) -> list[Node]:
         """Where the ID may be stored: its owner, then up to ``count - 1`` distinct successors on
@@ -184,7 +190,7 @@ class Fleet:
         A container runs a moment before its server answers (MinIO takes a second or two): in the
         ring before that, a newcomer's IDs would answer 503 although their objects still sit, and
         serve, where they were. A member that restarts is another matter: it holds its IDs'
-        objects, so it stays on the ring, down, until it answers.
+        objects, so it stays on the ring, down, until it answers (``_until_it_answers``).
         """
         drains, answered = await self._drains_among(nodes)
         if self._membership is None:
@@ -197,9 +203,13 @@ class Fleet:
                 elif node.name not in self._waiting:
                     self._waiting.add(node.name)
                     logger.info("%s joins the fleet once it answers", node.name)
-        members = [node for node in nodes if node.name in self._admitted]
-        self._waiting &= {node.name for node in nodes} - self._admitted
         current = self._membership
+        members = [
+            self._until_it_answers(node, current, answered)
+            for node in nodes
+            if node.name in self._admitted
+        ]
+        self._waiting &= {node.name for node in nodes} - self._admitted
         if (
             current is not None
             and drains == _drains_of(current)
@@ -207,6 +217,22 @@ class Fleet:
         ):
             return
         self._membership = self._membership_of(members, drains)
+
+    @staticmethod
+    def _until_it_answers(node: Node, current: Membership | None, answered: set[str]) -> Node:
+        """A member back up (restarted, or replaced at a new address) counts as down until its
+        server answers: asked before, it would refuse the connection, and a write with replicas
+        to spare would wait for it instead of handing off. One that was up and whose probe
+        failed (a busy node) is left up: its requests find out."""
+        before = None if current is None else current.nodes.get(node.name)
+        if (
+            node.is_up
+            and node.name not in answered
+            and before is not None
+            and (not before.is_up or before.endpoint != node.endpoint)
+        ):
+            return dataclasses.replace(node, state=NodeState.DOWN)
+        return node
 
     async def _drains_among(self, nodes: Sequence[Node]) -> tuple[dict[str, DrainState], set[str]]:
         """The nodes marked to be drained and how far, and the nodes that answered. A node that

@@ -202,3 +202,31 @@ def test_a_newcomer_joins_the_fleet_only_once_it_answers_and_a_restarted_member_
         assert "node-1" in (await fleet.membership()).nodes
 
     asyncio.run(scenario())
+
+
+def test_a_member_back_up_counts_as_down_until_its_server_answers() -> None:
+    """A restarted or replaced container runs a moment before its server answers: asked in that
+    moment, it would refuse connections (and count against its breaker)."""
+    discovery = FakeNodeDiscovery(nodes=[make_node("node-1"), make_node("node-2")])
+    storage = InMemoryObjectStorage()
+    fleet = Fleet(discovery, storage, virtual_nodes=64)
+
+    async def scenario() -> None:
+        await fleet.refresh()
+        discovery.nodes = [make_node("node-1", NodeState.DOWN, host=None), make_node("node-2")]
+        await fleet.refresh()
+        discovery.nodes = [make_node("node-1", host="10.0.0.7"), make_node("node-2")]
+        storage.unreachable_nodes = {"node-1"}
+        await fleet.refresh()
+        assert not (await fleet.membership()).nodes["node-1"].is_up
+        storage.unreachable_nodes = set()
+        await fleet.refresh_drain_marks()
+        back = (await fleet.membership()).nodes["node-1"]
+        assert back.is_up
+        assert back.host == "10.0.0.7"
+        # A member already up whose probe fails (a busy node) is not taken down for it.
+        storage.unreachable_nodes = {"node-2"}
+        await fleet.refresh_drain_marks()
+        assert (await fleet.membership()).nodes["node-2"].is_up
+
+    asyncio.run(scenario())
