@@ -6,13 +6,15 @@ requests (nginx cannot sign: the stand-in gets STANDIN_ANONYMOUS=1, MinIO a publ
 then prints:
   (a) throughput with wrk through the gateway (its default settings, access log on), through nginx
       (one worker, `hash $object_id consistent`, keepalive 64, no request buffering, no access log)
-      over the same three nodes, and directly to one node: 1 KiB PUT of new IDs, 1 KiB PUT over
+      over the same three nodes, and directly to one node, and through a second gateway with
+      GATEWAY_REPLICAS=3 (N=3, side by side with N=1): 1 KiB PUT of new IDs, 1 KiB PUT over
       existing IDs and 1 KiB GET at 32 connections, 16 MiB PUT (new and existing IDs) and GET at 8
       connections; the sides take turns, each run is repeated, the median is quoted with
       gateway/nginx and gateway/direct;
   (b) the gateway's peak RSS (sampled from /proc) while 16 clients upload 128 MiB each with a
       Content-Length, each abandoning a send that stalls for 5 s (urllib3's connect timeout, which
-      it also applies while sending), and while 8 clients upload 256 MiB each chunked (curl);
+      it also applies while sending), and while 8 clients upload 256 MiB each chunked (curl); then
+      the 16 uploads of 128 MiB again with GATEWAY_REPLICAS=3 (each body streamed to 3 nodes);
   (c) with one node frozen (SIGSTOP) and 40 clients reading its IDs: the p99 and max of round trips
       (PUT then GET) to IDs on the other nodes, and how the frozen node's requests were answered.
 All traffic goes to loopback or to the containers this script started; every loop is bounded.
@@ -306,6 +308,7 @@ def wrk(
 
 def throughput(
     gateway: Gateway,
+    replicated: Gateway,
     nginx: Nginx,
     nodes: Nodes,
     runs: int,
@@ -314,22 +317,25 @@ def throughput(
     only: list[str],
 ) -> None:
     direct_base = f"http://{nodes.ip(0)}:9000"
+    # (base URL, path prefix, ID prefix): each side has IDs of its own.
     sides = {
-        "gateway": (gateway.url, "/object/"),
-        "nginx": (nginx.url, "/object/"),
-        "direct": (direct_base, f"/{BUCKET}/"),
+        "gateway": (gateway.url, "/object/", "g"),
+        "gateway_n3": (replicated.url, "/object/", "r"),
+        "nginx": (nginx.url, "/object/", "n"),
+        "direct": (direct_base, f"/{BUCKET}/", "d"),
     }
     print(f"\n(a) throughput, wrk, median of {runs} runs of {seconds} s each, sides taking turns")
+    print("    N=1: the gateway as shipped; N=3: GATEWAY_REPLICAS=3 (W=2, R=2)")
     print(
-        f"{'workload':<34}{'gateway':>10}{'nginx':>10}{'direct':>10}"
-        f"{'gw/nginx':>10}{'gw/direct':>10}   non-2xx gateway/nginx/direct"
+        f"{'workload':<34}{'N=1':>9}{'N=3':>9}{'nginx':>9}{'direct':>9}"
+        f"{'N=1/ngx':>9}{'N=3/ngx':>9}{'N=1/dir':>9}   non-2xx N=1/N=3/nginx/direct"
     )
     run_tag = uuid.uuid4().hex[:6]
     # Each side writes the objects it reads through itself: nginx's hash places IDs elsewhere
-    # than the gateway's ring, and the direct side has one node only.
+    # than the gateway's ring, the direct side has one node only, and N=3 keeps three copies.
     for size, count in ((KiB, 1000), (16 * MiB, 16)):
-        for base, prefix in sides.values():
-            seed_objects(f"{base}{prefix}", [f"b{size}x{i}" for i in range(count)], size)
+        for base, prefix, tag in sides.values():
+            seed_objects(f"{base}{prefix}", [f"{tag}b{size}x{i}" for i in range(count)], size)
     workloads = (
         ("PUT 1 KiB, new IDs", "PUT", KiB, 1000, 32, True),
         ("PUT 1 KiB, over existing IDs", "PUT", KiB, 1000, 32, False),
@@ -345,11 +351,11 @@ def throughput(
         results: dict[str, list[float]] = {side: [] for side in sides}
         failures: Counter[str] = Counter()
         for run in range(runs):
-            for side, (base, prefix) in sides.items():
+            for side, (base, prefix, tag) in sides.items():
                 if fresh:
-                    paths = [f"{prefix}new{run_tag}r{run}{side[0]}"]
+                    paths = [f"{prefix}new{run_tag}r{run}{tag}"]
                 else:
-                    paths = [f"{prefix}b{size}x{i}" for i in range(count)]
+                    paths = [f"{prefix}{tag}b{size}x{i}" for i in range(count)]
                 rate, failed = wrk(
                     base, paths, method, body_size, connections, seconds, workdir, fresh=fresh
                 )
@@ -363,10 +369,12 @@ def throughput(
         shown = [medians[side] * scale for side in sides]
         print(
             f"{label + ' (' + unit + ')':<34}"
-            + "".join(f"{value:>10.0f}" for value in shown)
-            + f"{medians['gateway'] / medians['nginx']:>10.2f}"
-            + f"{medians['gateway'] / medians['direct']:>10.2f}"
-            + f"   {failures['gateway']}/{failures['nginx']}/{failures['direct']}"
+            + "".join(f"{value:>9.0f}" for value in shown)
+            + f"{medians['gateway'] / medians['nginx']:>9.2f}"
+            + f"{medians['gateway_n3'] / medians['nginx']:>9.2f}"
+            + f"{medians['gateway'] / medians['direct']:>9.2f}"
+            + "   "
+            + "/".join(str(failures[side]) for side in sides)
         )
 
 
@@ -419,9 +427,17 @@ def read_back_intact(url: str, digest: bytes) -> bool:
     return check.digest() == digest
 
 
-def memory_with_content_length(marker: str, workdir: Path, uploads: int, size: int) -> None:
+def memory_with_content_length(
+    marker: str,
+    workdir: Path,
+    uploads: int,
+    size: int,
+    *,
+    replicas: int = 1,
+    target_mib: int = 120,
+) -> None:
     source, digest = source_file(workdir, size)
-    gateway = Gateway(marker, workdir)
+    gateway = Gateway(marker, workdir, GATEWAY_REPLICAS=str(replicas))
     try:
         # urllib3 applies the connect timeout to each send as well: a send that stalls for 5 s
         # (the gateway not reading) abandons the upload, as an impatient client would.
@@ -449,9 +465,10 @@ def memory_with_content_length(marker: str, workdir: Path, uploads: int, size: i
                 statuses = list(pool.map(upload, range(uploads)))
             elapsed = time.monotonic() - started
         intact = read_back_intact(f"{gateway.url}/object/cl0", digest)
+        section = "(b1)" if replicas == 1 else f"(b3) N={replicas}:"
         print(
-            f"\n(b1) memory: {uploads} concurrent uploads of {size // MiB} MiB with Content-Length "
-            "(urllib3, 5 s send timeout)"
+            f"\n{section} memory: {uploads} concurrent uploads of {size // MiB} MiB with "
+            "Content-Length (urllib3, 5 s send timeout)"
         )
         print(
             f"statuses: {dict(Counter(statuses))}; {uploads * size / MiB / elapsed:.0f} MiB/s in "
@@ -459,7 +476,7 @@ def memory_with_content_length(marker: str, workdir: Path, uploads: int, size: i
         )
         print(
             f"gateway RSS idle {figures['idle'] / 1024:.0f} MiB, peak {figures['peak'] / 1024:.0f}"
-            " MiB (target <= 120 MiB)"
+            f" MiB (target <= {target_mib} MiB)"
         )
     finally:
         gateway.stop()
@@ -705,20 +722,34 @@ def main() -> None:
             workdir = Path(tmp)
             if not args.skip_throughput:
                 gateway = Gateway(marker, workdir)
+                replicated = Gateway(marker, workdir, GATEWAY_REPLICAS="3")
                 nginx = Nginx(nodes, workdir)
                 try:
                     throughput(
-                        gateway, nginx, nodes, args.runs, args.seconds, workdir, args.workload
+                        gateway,
+                        replicated,
+                        nginx,
+                        nodes,
+                        args.runs,
+                        args.seconds,
+                        workdir,
+                        args.workload,
                     )
                     print(
-                        f"gateway RSS after the throughput runs: {gateway.rss_kib() / 1024:.0f} MiB"
+                        f"gateway RSS after the throughput runs: N=1 "
+                        f"{gateway.rss_kib() / 1024:.0f} MiB, N=3 "
+                        f"{replicated.rss_kib() / 1024:.0f} MiB"
                     )
                 finally:
                     nginx.stop()
+                    replicated.stop()
                     gateway.stop()
             if not args.skip_memory:
                 memory_with_content_length(marker, workdir, uploads=16, size=128 * MiB)
                 memory_chunked(marker, workdir, uploads=8, size=256 * MiB)
+                memory_with_content_length(
+                    marker, workdir, uploads=16, size=128 * MiB, replicas=3, target_mib=150
+                )
             if not args.skip_frozen:
                 frozen_node(marker, nodes, workdir, seconds=15)
             if args.rebalance_objects:

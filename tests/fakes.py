@@ -124,6 +124,10 @@ class InMemoryObjectStorage:
     before_commit: Callable[[str, str], Awaitable[None]] | None = None
     # Nodes marked to be drained (the DrainMarks port).
     marks: dict[str, DrainState] = field(default_factory=dict)
+    # Nodes whose writes fail (unreachable) after taking this many chunks of the body.
+    fail_after_chunks: dict[str, int] = field(default_factory=dict)
+    # Requests made, as "METHOD node id": which nodes a use case asked.
+    requests: list[str] = field(default_factory=list)
 
     def store(
         self,
@@ -142,6 +146,7 @@ class InMemoryObjectStorage:
 
     async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
         self._check_reachable(node)
+        self.requests.append(f"HEAD {node.name} {object_id.value}")
         if self.head_released is not None:
             await self.head_released.wait()
         self.events.append(f"head {object_id.value}")
@@ -165,8 +170,11 @@ class InMemoryObjectStorage:
         self._check_reachable(node)
         if self.refuse_writes_with is not None:
             raise self.refuse_writes_with
+        self.requests.append(f"PUT {node.name} {object_id.value}")
         chunks = []
         async for chunk in body:
+            if len(chunks) == self.fail_after_chunks.get(node.name, -1):
+                raise NodeUnreachable(node.name, "it went away mid-body (fake)")
             self.events.append(f"chunk {len(chunk)}")
             chunks.append(chunk)
         data = b"".join(chunks)
@@ -218,6 +226,7 @@ class InMemoryObjectStorage:
         self, node: Node, object_id: ObjectId, byte_range: ByteRange | None = None
     ) -> StoredObject:
         self._check_reachable(node)
+        self.requests.append(f"GET {node.name} {object_id.value}")
         stored = self.objects.get((node.name, object_id.value))
         if stored is None:
             raise ObjectNotFound("no object is stored under this ID")

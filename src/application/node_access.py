@@ -40,6 +40,15 @@ class NodeAccess:
         if self.limits.in_flight(node.name) >= self.limits.max_per_node:
             raise self._overloaded(node)
 
+    def available(self, node: Node) -> bool:
+        """Whether the node is running, not resting and under its cap (asks nothing, starts no
+        probe): where a replicated write or read may go."""
+        return (
+            node.is_up
+            and not self.breakers.resting(node.name)
+            and self.limits.in_flight(node.name) < self.limits.max_per_node
+        )
+
     def hold(self, node: Node) -> Callable[[], None]:
         """Take a place in ``node``'s cap; the function returned gives it back (twice is harmless).
 

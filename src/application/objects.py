@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from application.fleet import Fleet, Membership
 from application.node_access import NodeAccess
@@ -35,9 +36,13 @@ from domain.objects import (
 from domain.ports import ObjectStorage
 from domain.versions import VersionClock
 
+if TYPE_CHECKING:
+    from application.replicas import Replicas
+
 __all__ = [
     "DEFAULT_FALLBACK_NODES",
     "DeleteObject",
+    "Deleted",
     "Found",
     "GetObject",
     "HeadObject",
@@ -61,6 +66,7 @@ class PutOutcome:
     info: ObjectInfo
     created: bool
     node: Node
+    copies: int = 1  # nodes that took it (0: superseded at once by a concurrent write)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,7 @@ class RetrievedObject:
     node: Node
     # Found on a node other than the owner (it has not been rebalanced yet).
     from_fallback: bool = False
+    answered: int = 1  # replicas whose answers were compared
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,13 @@ class ObjectHeaders:
     info: ObjectInfo
     node: Node
     from_fallback: bool = False
+    answered: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    node: Node  # the ID's owner (its first replica)
+    copies: int = 1  # nodes that took the tombstone
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +147,7 @@ class ObjectLookup:
         self.access = access
         self.clock = clock
         self.locks = locks
+        self.fallback_nodes = fallback_nodes
         self._fallback_nodes = fallback_nodes
 
     async def placement(self, object_id: ObjectId) -> _Placement:
@@ -198,21 +213,37 @@ def newest(copies: list[Found]) -> Found | None:
     return best
 
 
-def _missing(owner: Node) -> ObjectNotFound:
+def _missing(owner: Node | None) -> ObjectNotFound:
     # The owner answers for the ID.
-    return ObjectNotFound("no object is stored under this ID", node_name=owner.name)
+    return ObjectNotFound(
+        "no object is stored under this ID", node_name=None if owner is None else owner.name
+    )
 
 
 class GetObject:
     """Open the object stored under an ID: its current copy, wherever it is."""
 
-    def __init__(self, lookup: ObjectLookup) -> None:
+    def __init__(self, lookup: ObjectLookup, replicas: Replicas | None = None) -> None:
         self._lookup = lookup
+        self._replicas = replicas
 
     async def __call__(
         self, raw_object_id: str, byte_range: ByteRange | None = None
     ) -> RetrievedObject:
         object_id = ObjectId(raw_object_id)
+        if self._replicas is not None:
+            try:
+                read = await self._replicas.read(object_id, body=True, byte_range=byte_range)
+            except ObjectNotFound:
+                raise _missing(owner=None) from None  # gone between the HEAD and the GET
+            if read.found is None or read.stored is None:
+                raise _missing(read.primary)
+            return RetrievedObject(
+                await _unless_deleted(read.stored, read.primary),
+                read.found.node,
+                from_fallback=read.found.node not in read.replicas,
+                answered=read.answered,
+            )
         lookup = self._lookup
         placement = await lookup.placement(object_id)
         owner = placement.owner
@@ -261,11 +292,22 @@ async def _unless_deleted(stored: StoredObject, owner: Node) -> StoredObject:
 class HeadObject:
     """The metadata of the object stored under an ID, found as ``GetObject`` finds it."""
 
-    def __init__(self, lookup: ObjectLookup) -> None:
+    def __init__(self, lookup: ObjectLookup, replicas: Replicas | None = None) -> None:
         self._lookup = lookup
+        self._replicas = replicas
 
     async def __call__(self, raw_object_id: str) -> ObjectHeaders:
         object_id = ObjectId(raw_object_id)
+        if self._replicas is not None:
+            read = await self._replicas.read(object_id, body=False)
+            if read.found is None or read.found.info.deleted:
+                raise _missing(read.primary)
+            return ObjectHeaders(
+                read.found.info,
+                read.found.node,
+                from_fallback=read.found.node not in read.replicas,
+                answered=read.answered,
+            )
         placement = await self._lookup.placement(object_id)
         found, _ = await self._lookup.current(object_id, placement=placement)
         owner = placement.owner
@@ -275,10 +317,12 @@ class HeadObject:
 
 
 class PutObject:
-    """Store a body under an ID on the node that owns the ID, replacing any earlier object."""
+    """Store a body under an ID on the node that owns the ID (on its N replicas, when there are
+    more), replacing any earlier object."""
 
-    def __init__(self, lookup: ObjectLookup) -> None:
+    def __init__(self, lookup: ObjectLookup, replicas: Replicas | None = None) -> None:
         self._lookup = lookup
+        self._replicas = replicas
 
     async def __call__(
         self,
@@ -289,6 +333,10 @@ class PutObject:
         preconditions: Preconditions | None = None,
     ) -> PutOutcome:
         object_id = ObjectId(raw_object_id)
+        if self._replicas is not None:
+            return await self._replicas.put(
+                object_id, body, length, content_type or DEFAULT_CONTENT_TYPE, preconditions
+            )
         lookup = self._lookup
         # The owner or nothing: writing elsewhere while the owner is down would leave an object
         # that reads cannot see once the owner is back.
@@ -437,11 +485,15 @@ class DeleteObject:
     something was stored. One write, so all or nothing: a delete that fails changes nothing.
     """
 
-    def __init__(self, lookup: ObjectLookup) -> None:
+    def __init__(self, lookup: ObjectLookup, replicas: Replicas | None = None) -> None:
         self._lookup = lookup
+        self._replicas = replicas
 
-    async def __call__(self, raw_object_id: str) -> Node:
+    async def __call__(self, raw_object_id: str) -> Deleted:
         object_id = ObjectId(raw_object_id)
+        if self._replicas is not None:
+            outcome = await self._replicas.delete(object_id)
+            return Deleted(outcome.node, outcome.copies)
         lookup = self._lookup
         owner = (await lookup.placement(object_id)).owner
         async with lookup.locks.held(object_id.value):
@@ -458,7 +510,7 @@ class DeleteObject:
                     deleted=True,
                 ),
             )
-        return owner
+        return Deleted(owner)
 
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:

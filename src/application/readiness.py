@@ -6,12 +6,14 @@ from enum import StrEnum
 from application.fleet import Fleet, Membership
 from domain.circuit_breaker import NodeBreakers
 from domain.node import Node
+from domain.replication import ReplicationPolicy
 
 __all__ = [
     "DiscoveryReport",
     "NodeHealth",
     "NodeReport",
     "ReadinessReport",
+    "ReplicationReport",
     "check_readiness",
     "health_of",
 ]
@@ -55,16 +57,31 @@ class DiscoveryReport:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationReport:
+    replicas: int  # copies of each object (N)
+    write_quorum: int  # W
+    read_quorum: int  # R
+    # Nodes that must be up for every ID to be read and written: max(W, R), or all there are.
+    nodes_needed: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReadinessReport:
     ready: bool
     discovery: DiscoveryReport
+    replication: ReplicationReport
     nodes: list[NodeReport]
 
 
 def check_readiness(
-    fleet: Fleet, breakers: NodeBreakers, stale_after_seconds: float
+    fleet: Fleet,
+    breakers: NodeBreakers,
+    stale_after_seconds: float,
+    replication: ReplicationPolicy | None = None,
 ) -> ReadinessReport:
-    """Ready while the gateway can serve: some node is known, up and not resting.
+    """Ready while the gateway can serve: enough nodes known, up and not resting that every ID
+    can be read and written (one, with one copy per ID; with N copies, as many as the larger
+    quorum).
 
     Failing discovery alone does not make it unready (the known nodes keep serving, and all
     replicas sharing that daemon would otherwise leave the load balancer at once); it shows as
@@ -91,8 +108,12 @@ def check_readiness(
         discovery_state = "degraded"
     else:
         discovery_state = "ok"
+    policy = replication or ReplicationPolicy()
+    members = sum(1 for node in nodes if node.state is not NodeHealth.DRAINED)
+    needed = max(1, min(max(policy.write_quorum, policy.read_quorum), members))
+    up = sum(1 for node in nodes if node.state is NodeHealth.UP)
     return ReadinessReport(
-        ready=any(node.state is NodeHealth.UP for node in nodes),
+        ready=up >= needed,
         discovery=DiscoveryReport(
             state=discovery_state,
             seconds_since_success=(
@@ -101,6 +122,12 @@ def check_readiness(
                 else round(status.seconds_since_success, 3)
             ),
             last_error=status.last_error,
+        ),
+        replication=ReplicationReport(
+            replicas=policy.replicas,
+            write_quorum=policy.write_quorum,
+            read_quorum=policy.read_quorum,
+            nodes_needed=needed,
         ),
         nodes=nodes,
     )

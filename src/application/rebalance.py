@@ -20,20 +20,19 @@ could be listed (one that could not might hold an older copy the tombstone still
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import heapq
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from application.copies import copy_version, head_or_none
 from application.fleet import Membership
 from application.node_access import NodeAccess
 from application.write_locks import WriteLocks
 from domain.errors import (
-    CopyMismatch,
     GatewayError,
     InvalidObjectId,
     NodeUnavailable,
@@ -43,16 +42,11 @@ from domain.errors import (
 from domain.node import Node
 from domain.object_id import ObjectId
 from domain.objects import (
-    TOMBSTONE_CONTENT_TYPE,
     TOMBSTONE_SIZE,
     ListedObject,
     ObjectInfo,
-    StoredObject,
-    WriteCondition,
-    tombstone_body,
 )
 from domain.ports import ObjectStorage
-from domain.versions import Version
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -194,6 +188,7 @@ class Rebalance:
         membership: Membership,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
+        replicas: int = 1,
         tombstone_grace_seconds: float = DEFAULT_TOMBSTONE_GRACE_SECONDS,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -202,6 +197,7 @@ class Rebalance:
         self._locks = locks
         self._membership = membership
         self._concurrency = max(1, concurrency)
+        self._replica_count = replicas
         self._grace = tombstone_grace_seconds
         self._wall_clock = wall_clock
         self._members = sorted(membership.nodes.values(), key=lambda node: node.name)
@@ -210,8 +206,8 @@ class Rebalance:
         """Look at every node and count what is out of place; a dry run reports each move."""
         survey = Survey(draining=tuple(sorted(self._membership.draining)))
         async for object_id, copies in self._walk(survey):
-            owner = self._owner(object_id)
-            if [node.name for node, _ in copies] == [owner]:
+            replicas = self._replicas(object_id)
+            if self._in_place(copies, replicas):
                 survey.in_place += 1
                 continue
             size = max(listed.size for _, listed in copies)
@@ -219,12 +215,12 @@ class Rebalance:
             survey.misplaced_bytes += size
             if reporter is not None:
                 reporter.planned_move(
-                    object_id.value, [node.name for node, _ in copies], owner, size
+                    object_id.value, [node.name for node, _ in copies], replicas[0].name, size
                 )
         return survey
 
     async def execute(self, reporter: RebalanceReporter) -> RebalanceSummary:
-        """Put every ID's newest copy on its owner, and delete the others."""
+        """Put every ID's newest copy on each of its replicas, and delete the others."""
         summary = RebalanceSummary()
         survey = Survey()
         slots = asyncio.Semaphore(self._concurrency)
@@ -251,10 +247,9 @@ class Rebalance:
             reporter.step(result)
 
         async for object_id, copies in self._walk(survey):
-            owner = self._owner(object_id)
-            in_place = [node.name for node, _ in copies] == [owner]
+            in_place = self._in_place(copies, self._replicas(object_id))
             if in_place and (copies[0][1].size != TOMBSTONE_SIZE or not survey.complete):
-                continue  # the common case: one copy, on its owner, and not a tombstone due
+                continue  # the common case: where it belongs, and not a tombstone due
             await slots.acquire()
             task = asyncio.create_task(one(object_id, copies, purge_allowed=survey.complete))
             running.add(task)
@@ -264,8 +259,20 @@ class Rebalance:
         reporter.finished(summary)
         return summary
 
-    def _owner(self, object_id: ObjectId) -> str:
-        return self._membership.write_ring.owner(object_id)
+    def _replicas(self, object_id: ObjectId) -> list[Node]:
+        """Where the ID belongs: its owner, and the N - 1 nodes after it on the write ring."""
+        return self._membership.write_walk(object_id, self._replica_count)
+
+    def _in_place(self, copies: Copies, replicas: list[Node]) -> bool:
+        """Held by exactly its replicas, all listing the same object (by ETag: a copy that
+        differs is settled by version)."""
+        if len(copies) != len(replicas):
+            return False
+        if len(copies) == 1:
+            return copies[0][0].name == replicas[0].name  # one copy per ID: on its owner
+        if {node.name for node, _ in copies} != {node.name for node in replicas}:
+            return False
+        return len({listed.etag for _, listed in copies}) == 1
 
     async def _walk(self, survey: Survey) -> AsyncIterator[tuple[ObjectId, Copies]]:
         listed = []
@@ -285,170 +292,87 @@ class Rebalance:
     async def _settle(
         self, object_id: ObjectId, copies: Copies, purge_allowed: bool
     ) -> StepResult | None:
-        owner = self._membership.nodes[self._owner(object_id)]
+        replicas = self._replicas(object_id)
         holders = tuple(node.name for node, _ in copies)
         size = max(listed.size for _, listed in copies)
 
         def result(outcome: Outcome, detail: str = "") -> StepResult:
-            return StepResult(object_id.value, holders, owner.name, size, outcome, detail)
+            return StepResult(object_id.value, holders, replicas[0].name, size, outcome, detail)
 
         try:
             async with self._locks.held(object_id.value):
-                if holders == (owner.name,):
-                    purged = await self._purge_if_due(owner, object_id, purge_allowed)
+                if self._in_place(copies, replicas):
+                    purged = await self._purge_if_due(replicas, object_id, purge_allowed)
                     return result(Outcome.PURGED) if purged else None
-                return await self._move(owner, object_id, [node for node, _ in copies], result)
+                return await self._move(replicas, object_id, [node for node, _ in copies], result)
         except GatewayError as exc:
             return result(Outcome.FAILED, exc.detail)
 
     async def _move(
         self,
-        owner: Node,
+        replicas: list[Node],
         object_id: ObjectId,
         holders: list[Node],
         result: Callable[[Outcome, str], StepResult],
     ) -> StepResult:
-        others = [node for node in holders if node.name != owner.name]
-        asked = [owner, *others]
+        replica_names = {node.name for node in replicas}
+        others = [node for node in holders if node.name not in replica_names]
+        asked = [*replicas, *others]
         infos = await asyncio.gather(*(self._head(node, object_id) for node in asked))
         found = {node.name: info for node, info in zip(asked, infos, strict=True) if info}
         if not found:
             return result(Outcome.STALE_DELETED, "deleted meanwhile")
-        source = max(found, key=lambda name: found[name].rank)  # the owner's first on a tie
+        # The replicas come first, the owner before them: it wins a tie.
+        source = max(found, key=lambda name: found[name].rank)
         best = found[source]
-        on_owner = found.get(owner.name)
         outcome = Outcome.STALE_DELETED
-        if on_owner is None or on_owner.rank < best.rank:
+        for replica in replicas:
+            on_replica = found.get(replica.name)
+            if on_replica is not None and on_replica.rank >= best.rank:
+                continue
             try:
-                await self._copy(self._membership.nodes[source], owner, object_id, best, on_owner)
+                await copy_version(
+                    self._storage,
+                    self._access,
+                    self._membership.nodes[source],
+                    replica,
+                    object_id,
+                    best,
+                    on_replica,
+                )
             except (PreconditionFailed, ObjectNotFound):
                 return result(Outcome.LEFT, "the object changed while it was copied")
             outcome = Outcome.MOVED
-        landed = await self._head(owner, object_id)
-        if landed is None or landed.rank < best.rank:
-            return result(Outcome.LEFT, "the owner does not hold the newest version")
+        landed = await asyncio.gather(*(self._head(node, object_id) for node in replicas))
+        if any(info is None or info.rank < best.rank for info in landed):
+            return result(Outcome.LEFT, "a replica does not hold the newest version")
+        floor = min(info.rank for info in landed if info is not None)
         for node in others:
             again = await self._head(node, object_id)
             if again is None:
                 continue
-            if again.rank > landed.rank:
-                # Written there after the owner was checked (a gateway that has not seen the
-                # change yet): the next pass moves it.
+            if again.rank > floor:
+                # Written there after the replicas were checked (a gateway that has not seen
+                # the change yet): the next pass moves it.
                 return result(Outcome.LEFT, f"a newer copy appeared on {node.name}")
             await self._delete(node, object_id)
         return result(outcome, "")
 
-    async def _copy(
-        self,
-        source: Node,
-        target: Node,
-        object_id: ObjectId,
-        info: ObjectInfo,
-        on_target: ObjectInfo | None,
-    ) -> None:
-        """Copy ``info`` from ``source`` to ``target``, keeping its version, only if ``target``
-        still holds ``on_target``; then check what landed."""
-        condition = (
-            WriteCondition(only_if_absent=True)
-            if on_target is None
-            else WriteCondition(only_if_etag=on_target.etag)
-        )
-
-        async def unchanged() -> None:
-            # Nodes that ignore conditions: the last chunk waits for a look at the target.
-            now = await self._head(target, object_id)
-            if (now is None) != (on_target is None) or (
-                now is not None and on_target is not None and now.etag != on_target.etag
-            ):
-                raise PreconditionFailed("the owner changed during the copy")
-
-        if info.deleted and info.version is not None:
-            # A tombstone is its version: nothing of it needs reading.
-            tombstone = info.version
-            body = tombstone_body(tombstone)
-            await self._access.call(
-                target,
-                lambda: self._storage.put(
-                    target,
-                    object_id,
-                    _held_back(body, before_last=unchanged),
-                    len(body),
-                    TOMBSTONE_CONTENT_TYPE,
-                    version=tombstone,
-                    deleted=True,
-                    condition=condition,
-                ),
-            )
-            return
-        version = info.version or Version.of_unversioned(info.last_modified)
-        stored = await self._access.call(source, lambda: self._storage.get(source, object_id))
-        digest = hashlib.md5(usedforsecurity=False)
-        try:
-            if stored.info.rank != info.rank:
-                raise PreconditionFailed("the source changed since it was asked")
-            written = await self._access.call(
-                target,
-                lambda: self._storage.put(
-                    target,
-                    object_id,
-                    _digesting(stored, digest.update, before_last=unchanged),
-                    stored.info.size,
-                    stored.info.content_type,
-                    version=version,
-                    condition=condition,
-                ),
-            )
-        finally:
-            await stored.close()
-        checksum = digest.hexdigest()
-        if _PLAIN_MD5.fullmatch(stored.info.etag) and stored.info.etag != checksum:
-            raise CopyMismatch(
-                f"read {checksum} from the holder, which reported {stored.info.etag}"
-            )
-        if _PLAIN_MD5.fullmatch(written.etag) and written.etag != checksum:
-            raise CopyMismatch(f"the owner stored {written.etag}, not {checksum}")
-
-    async def _purge_if_due(self, owner: Node, object_id: ObjectId, allowed: bool) -> bool:
+    async def _purge_if_due(self, replicas: list[Node], object_id: ObjectId, allowed: bool) -> bool:
         if not allowed:
             return False
-        info = await self._head(owner, object_id)
-        if info is None or not info.deleted or info.version is None:
-            return False
-        if self._wall_clock() - info.version.seconds < self._grace:
-            return False
-        await self._delete(owner, object_id)
+        infos = await asyncio.gather(*(self._head(node, object_id) for node in replicas))
+        for info in infos:
+            if info is None or not info.deleted or info.version is None:
+                return False
+            if self._wall_clock() - info.version.seconds < self._grace:
+                return False
+        for node in replicas:
+            await self._delete(node, object_id)
         return True
 
     async def _delete(self, node: Node, object_id: ObjectId) -> None:
         await self._access.call(node, lambda: self._storage.delete(node, object_id))
 
     async def _head(self, node: Node, object_id: ObjectId) -> ObjectInfo | None:
-        try:
-            return await self._access.call(node, lambda: self._storage.head(node, object_id))
-        except ObjectNotFound:
-            return None
-
-
-async def _held_back(
-    data: bytes, *, before_last: Callable[[], Awaitable[None]]
-) -> AsyncIterator[bytes]:
-    await before_last()
-    yield data
-
-
-async def _digesting(
-    stored: StoredObject,
-    update: Callable[[bytes], object],
-    *,
-    before_last: Callable[[], Awaitable[None]],
-) -> AsyncIterator[bytes]:
-    """The stored object's bytes, hashed as they pass; the last chunk waits for ``before_last``."""
-    held: bytes | None = None
-    async for chunk in stored.chunks:
-        update(chunk)
-        if held is not None:
-            yield held
-        held = chunk
-    await before_last()
-    if held is not None:
-        yield held
+        return await head_or_none(self._storage, self._access, node, object_id)

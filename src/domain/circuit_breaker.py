@@ -57,6 +57,17 @@ class NodeBreakers:
         breaker.probe_started_at = now
         return None
 
+    def resting(self, node_name: str) -> bool:
+        """Whether ``admit`` would refuse now (it may instead start a probe); asks nothing."""
+        breaker = self._breakers.get(node_name)
+        if breaker is None or breaker.opened_at is None:
+            return False
+        now = self._clock()
+        if now < breaker.opened_at + self._cooldown:
+            return True
+        probe = breaker.probe_started_at
+        return probe is not None and now < probe + self._cooldown
+
     def record_success(self, node_name: str) -> None:
         self._breakers.pop(node_name, None)
 

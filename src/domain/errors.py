@@ -15,6 +15,7 @@
         ├── NodeUnavailable       the ID's node is down, refusing, or resting (circuit open)
         │   ├── NodeUnreachable   connecting to the node failed or timed out (feeds its breaker)
         │   └── NodeOverloaded    as many requests wait for the node as may
+        ├── QuorumUnavailable     fewer of an ID's replicas than its quorum could take part
         ├── DiscoveryUnavailable  the container runtime cannot be asked who the nodes are
         └── UploadCapacityExhausted  upload parts fill the gateway's memory and disk budgets
 
@@ -38,6 +39,7 @@ __all__ = [
     "NodeUnreachable",
     "ObjectNotFound",
     "PreconditionFailed",
+    "QuorumUnavailable",
     "RangeNotSatisfiable",
     "RefusedByNode",
     "ServiceUnavailable",
@@ -130,6 +132,13 @@ class NodeUnreachable(NodeUnavailable):
 class NodeOverloaded(NodeUnavailable):
     """Refused at once, so that one slow or frozen node cannot hold an unbounded number of requests;
     it says nothing about the node's health, so it never feeds the breaker."""
+
+
+class QuorumUnavailable(ServiceUnavailable):
+    """Fewer of an ID's replicas than its read or write quorum could take part: nothing was
+    acknowledged (a write may have landed on some of them, never half of one)."""
+
+    code = "quorum_unavailable"
 
 
 class DiscoveryUnavailable(ServiceUnavailable):

@@ -58,10 +58,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     rebalance = commands.add_parser(
         "rebalance",
-        help="put every ID's newest copy on its owner, and nothing anywhere else",
-        description="Lists every node and moves each ID not held by its owner alone: the newest "
-        "copy (by the version the gateway stamped) goes to the owner, the others are deleted. "
-        "Exits 0 only when everything is in place.",
+        aliases=["repair"],
+        help="put every ID's newest copy on its replicas (its owner, with one copy per ID), and "
+        "nothing anywhere else",
+        description="Lists every node and settles each ID not held by exactly its replicas, all "
+        "with the same copy: the newest copy (by the version the gateway stamped) goes to each "
+        "replica (handoff copies move home; a replica replaced by an empty node is refilled), "
+        "the others are deleted. `repair` is the same command. Exits 0 only when everything is "
+        "in place.",
     )
     rebalance.add_argument("--dry-run", action="store_true", help="say what would move")
     rebalance.add_argument(

@@ -14,8 +14,10 @@ from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
 from application.node_access import NodeAccess
 from application.objects import DeleteObject, GetObject, HeadObject, ObjectLookup, PutObject
+from application.read_repair import ReadRepair
 from application.readiness import check_readiness
 from application.rebalance import Rebalance
+from application.replicas import Replicas
 from application.write_locks import WriteLocks
 from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
@@ -158,10 +160,24 @@ class Container(containers.DeclarativeContainer):
         locks=write_locks,
         fallback_nodes=settings.provided.read_fallback_nodes,
     )
-    put_object = providers.Factory(PutObject, lookup=object_lookup)
-    get_object = providers.Factory(GetObject, lookup=object_lookup)
-    head_object = providers.Factory(HeadObject, lookup=object_lookup)
-    delete_object = providers.Factory(DeleteObject, lookup=object_lookup)
+    read_repair = providers.Singleton(
+        ReadRepair, storage=object_storage, access=node_access, locks=write_locks
+    )
+    # GATEWAY_REPLICAS above 1: every use case goes through the replicas.
+    replicas = providers.Selector(
+        settings.provided.replication_mode,
+        single=providers.Object(None),
+        replicated=providers.Singleton(
+            Replicas,
+            lookup=object_lookup,
+            policy=settings.provided.replication,
+            repairs=read_repair,
+        ),
+    )
+    put_object = providers.Factory(PutObject, lookup=object_lookup, replicas=replicas)
+    get_object = providers.Factory(GetObject, lookup=object_lookup, replicas=replicas)
+    head_object = providers.Factory(HeadObject, lookup=object_lookup, replicas=replicas)
+    delete_object = providers.Factory(DeleteObject, lookup=object_lookup, replicas=replicas)
 
     # A pass over the fleet as one membership sees it (call with membership=..., concurrency=...).
     rebalance = providers.Factory(
@@ -169,6 +185,7 @@ class Container(containers.DeclarativeContainer):
         storage=object_storage,
         access=node_access,
         locks=write_locks,
+        replicas=settings.provided.replicas,
         tombstone_grace_seconds=settings.provided.tombstone_grace_seconds,
     )
     drain = providers.Singleton(
@@ -185,12 +202,15 @@ class Container(containers.DeclarativeContainer):
         AdminJobs, fleet=fleet, rebalance=rebalance.provider, drain=drain
     )
 
-    metrics = providers.Singleton(GatewayMetrics, fleet=fleet, breakers=breakers)
+    metrics = providers.Singleton(
+        GatewayMetrics, fleet=fleet, breakers=breakers, replicas=replicas, repairs=read_repair
+    )
     readiness = providers.Callable(
         check_readiness,
         fleet=fleet,
         breakers=breakers,
         stale_after_seconds=settings.provided.discovery_stale_after_seconds,
+        replication=settings.provided.replication,
     )
     object_api = providers.Singleton(
         ObjectApi,
@@ -204,10 +224,13 @@ class Container(containers.DeclarativeContainer):
         max_body_bytes=settings.provided.max_body_bytes,
         body_read_timeout_seconds=settings.provided.body_read_timeout_seconds,
         body_send_timeout_seconds=settings.provided.body_send_timeout_seconds,
+        replicated=settings.provided.replicated,
     )
     lifespan = providers.Singleton(
         GatewayLifespan,
         watcher=fleet_watcher,
         storage=object_storage,
+        repairs=read_repair,
+        replicas=replicas,
         release_resources=__self__.provided.shutdown_resources,
     )

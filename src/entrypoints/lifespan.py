@@ -7,23 +7,31 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from application.fleet_watcher import FleetWatcher
+from application.read_repair import ReadRepair
+from application.replicas import Replicas
 from domain.ports import ObjectStorage
 
 __all__ = ["GatewayLifespan"]
 
 
 class GatewayLifespan:
-    """Keeps the fleet current while the app serves; on stop, closes the storage's connections
-    (they belong to the server's event loop) and releases the container's resources."""
+    """Keeps the fleet current while the app serves; on stop, stops the copies still going in
+    the background (read repairs, replicas slower than their write's quorum), closes the
+    storage's connections (they belong to the server's event loop) and releases the container's
+    resources."""
 
     def __init__(
         self,
         watcher: FleetWatcher,
         storage: ObjectStorage,
+        repairs: ReadRepair,
+        replicas: Replicas | None,
         release_resources: Callable[[], object],
     ) -> None:
         self._watcher = watcher
         self._storage = storage
+        self._repairs = repairs
+        self._replicas = replicas
         self._release_resources = release_resources
 
     @contextlib.asynccontextmanager
@@ -35,5 +43,8 @@ class GatewayLifespan:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
+            await self._repairs.aclose()
+            if self._replicas is not None:
+                await self._replicas.aclose()
             await self._storage.aclose()
             self._release_resources()

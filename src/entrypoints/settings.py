@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from application.objects import DEFAULT_FALLBACK_NODES
 from application.rebalance import DEFAULT_TOMBSTONE_GRACE_SECONDS
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES
+from domain.replication import ReplicationPolicy
 from domain.sizes import GiB, KiB, MiB
 
 __all__ = ["ENV_PREFIX", "Settings"]
@@ -57,6 +58,11 @@ class Settings:
     # Nodes after the owner that reads (and deletes) also look on: where objects sit until a
     # rebalance after membership changed (see DEFAULT_FALLBACK_NODES).
     read_fallback_nodes: int = DEFAULT_FALLBACK_NODES
+    # Copies of each object (N), and how many must take a write (W, default N // 2 + 1) or answer
+    # a read (R, default N - W + 1); R + W must exceed N. One copy is the exercise's default.
+    replicas: int = 1
+    write_quorum: int | None = None
+    read_quorum: int | None = None
     # How often every gateway reads the nodes' drain marks (a drain waits until all must have).
     drain_check_seconds: float = 2.0
     # A tombstone is removed by a rebalance once it is alone and this old (see the README).
@@ -95,11 +101,32 @@ class Settings:
     body_send_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
+        try:
+            self.replication  # noqa: B018 - checked at start-up, with a clear message
+        except ValueError as exc:
+            raise ValueError(
+                f"{env_variable('replicas')}={self.replicas}, "
+                f"{env_variable('write_quorum')}={self.write_quorum}, "
+                f"{env_variable('read_quorum')}={self.read_quorum}: {exc}"
+            ) from None
         if self.discovery not in DISCOVERY_KINDS:
             raise ValueError(
                 f"{env_variable('discovery')}={self.discovery!r} is not one of "
                 f"{', '.join(DISCOVERY_KINDS)}"
             )
+
+    @property
+    def replication(self) -> ReplicationPolicy:
+        return ReplicationPolicy.of(self.replicas, self.write_quorum, self.read_quorum)
+
+    @property
+    def replicated(self) -> bool:
+        return self.replicas > 1
+
+    @property
+    def replication_mode(self) -> str:
+        """``single`` (one copy per ID, the default) or ``replicated``."""
+        return "replicated" if self.replicated else "single"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:

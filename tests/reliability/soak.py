@@ -9,14 +9,15 @@ read is checked against that model on the spot, and every ID once more at the en
 - stale: a version older than the last acknowledged one;
 - resurrected: an object after its acknowledged delete;
 - corrupt: bytes no write of the ID ever had;
-- a 5xx other than 503, or a 503 while no node is sick.
+- a 5xx other than 503, or a 503 while no node is sick (with ``replicas`` = 3: any 503 at all,
+  since only one node at a time is ever sick).
 
 Meanwhile the fleet changes as the README tells operators to change it: a node added, the fleet
 rebalanced; a node killed and restarted; a node drained and removed; a node paused. The gateway is
-a process of its own (its RSS is sampled from /proc), and the commands are the real ones. The
-stand-in node may lose a write that SIGKILL cuts off: only IDs with a write in flight at a kill
-are excused. Every loop is bounded in count and time; traffic goes only to loopback and to the
-containers the soak started.
+a process of its own (its RSS is sampled from /proc), and the commands are the real ones. With one
+copy per ID, the stand-in node may lose a write that SIGKILL cuts off: only IDs with a write in
+flight at a kill are excused; with three copies, nothing is. Every loop is bounded in count and
+time; traffic goes only to loopback and to the containers the soak started.
 """
 
 from __future__ import annotations
@@ -105,9 +106,11 @@ class Figures:
 
 
 class SickWindows:
-    """When a node was sick (killed, paused): the only times a 503 is allowed."""
+    """When a node was sick (killed, paused): the only times a 503 is allowed (never, when every
+    ID has copies to spare)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tolerated: bool = True) -> None:
+        self._tolerated = tolerated
         self._lock = threading.Lock()
         self._open = 0
         self._last_end = 0.0
@@ -124,6 +127,8 @@ class SickWindows:
                 self._last_end = time.monotonic()
 
     def allows_503(self, started: float) -> bool:
+        if not self._tolerated:
+            return False
         with self._lock:
             return self._open > 0 or started < self._last_end + _SICK_AFTERMATH_SECONDS
 
@@ -131,7 +136,7 @@ class SickWindows:
 class GatewayProcess:
     """``object-gateway`` as operators run it, on loopback ports of its own."""
 
-    def __init__(self, marker: str, workdir: Path) -> None:
+    def __init__(self, marker: str, workdir: Path, replicas: int = 1) -> None:
         self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
@@ -142,6 +147,7 @@ class GatewayProcess:
             GATEWAY_ADMIN_PORT=str(self.admin_port),
             GATEWAY_NODE_NAME_MARKER=marker,
             GATEWAY_DRAIN_CHECK_SECONDS="1",
+            GATEWAY_REPLICAS=str(replicas),
         )
         self.log = (workdir / "gateway.log").open("wb")
         self.process = subprocess.Popen([str(OBJECT_GATEWAY)], env=env, stderr=self.log)
@@ -443,10 +449,13 @@ class Fleet:
                 self.remove(node)
 
 
-def soak(duration_seconds: float, clients: int = 8, ids_per_client: int = 24) -> Figures:
+def soak(
+    duration_seconds: float, clients: int = 8, ids_per_client: int = 24, replicas: int = 1
+) -> Figures:
     """Run the soak for about ``duration_seconds`` of load; its figures (violations included)."""
     figures = Figures(ids=clients * ids_per_client)
-    sick = SickWindows()
+    replicated = replicas > 1
+    sick = SickWindows(tolerated=not replicated)
     fleet = Fleet(figures, sick)
     workdir = Path(os.environ.get("SOAK_WORKDIR", "/tmp"))
     gateway: GatewayProcess | None = None
@@ -454,7 +463,7 @@ def soak(duration_seconds: float, clients: int = 8, ids_per_client: int = 24) ->
     try:
         for _ in range(3):
             fleet.add()
-        gateway = GatewayProcess(fleet.marker, workdir)
+        gateway = GatewayProcess(fleet.marker, workdir, replicas)
         deadline = time.monotonic() + duration_seconds
         workers = [
             Client(i, gateway.url, ids_per_client, deadline, sick, figures, lock)
@@ -467,7 +476,7 @@ def soak(duration_seconds: float, clients: int = 8, ids_per_client: int = 24) ->
             target=_sample_rss, args=(gateway, figures, sampler_stop), daemon=True
         )
         sampler.start()
-        _change_the_fleet(fleet, gateway, workers, deadline)
+        _change_the_fleet(fleet, gateway, workers, deadline, excuse_kills=not replicated)
         for worker in workers:
             worker.join(timeout=120)
             if worker.crash is not None:
@@ -488,7 +497,12 @@ def _sample_rss(gateway: GatewayProcess, figures: Figures, stop: threading.Event
 
 
 def _change_the_fleet(
-    fleet: Fleet, gateway: GatewayProcess, workers: list[Client], deadline: float
+    fleet: Fleet,
+    gateway: GatewayProcess,
+    workers: list[Client],
+    deadline: float,
+    *,
+    excuse_kills: bool,
 ) -> None:
     """A node added and rebalanced, one killed and restarted, one drained and removed, one paused;
     again while time remains."""
@@ -509,10 +523,13 @@ def _change_the_fleet(
         at(0.30, start, length)
         victim = fleet.nodes[0]
         with fleet.sick.sick():
-            # A write in flight at the kill (just before or as it happens) may be lost or cut.
-            fleet.figures.excused.update(w.in_flight for w in workers if w.in_flight)
+            # With one copy, a write in flight at the kill (just before or as it happens) may be
+            # lost or cut.
+            if excuse_kills:
+                fleet.figures.excused.update(w.in_flight for w in workers if w.in_flight)
             victim.wrapped.kill()
-            fleet.figures.excused.update(w.in_flight for w in workers if w.in_flight)
+            if excuse_kills:
+                fleet.figures.excused.update(w.in_flight for w in workers if w.in_flight)
             fleet.event(f"killed {victim.name}")
             time.sleep(3)
             victim.wrapped.start()
@@ -561,8 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=90, help="seconds of load")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--ids-per-client", type=int, default=24)
+    parser.add_argument("--replicas", type=int, default=1, help="GATEWAY_REPLICAS")
     args = parser.parse_args(argv)
-    figures = soak(args.duration, args.clients, args.ids_per_client)
+    figures = soak(args.duration, args.clients, args.ids_per_client, args.replicas)
     for event in figures.events:
         print(event)
     shown = Counter[str]()

@@ -115,7 +115,7 @@ def test_a_delete_is_a_tombstone_on_the_owner_and_no_older_copy_comes_back() -> 
         gateway.storage.store(node, "abc", b"copy", version=Version(10, "a" * 16, 1))
 
     async def scenario() -> None:
-        assert (await gateway.delete("abc")).name == owner
+        assert (await gateway.delete("abc")).node.name == owner
         with pytest.raises(ObjectNotFound):
             await gateway.get("abc")
         with pytest.raises(ObjectNotFound):
@@ -157,7 +157,7 @@ def test_a_delete_that_cannot_be_recorded_changes_nothing_visible() -> None:
 def test_a_delete_of_an_unknown_id_succeeds() -> None:
     gateway = Gateway()
     owner = asyncio.run(gateway.delete("neverstored"))
-    assert owner.name == preference(gateway, "neverstored")[0]
+    assert owner.node.name == preference(gateway, "neverstored")[0]
 
 
 def test_writes_during_a_drain_go_to_the_next_node_and_reads_find_the_newest_copy() -> None:

@@ -408,3 +408,72 @@ def test_listings_are_merged_in_key_order_pulling_one_entry_ahead_per_node() -> 
     seen = asyncio.run(scenario())
     assert [key for key, _ in seen] == sorted(f"k{i:04d}" for i in range(300))
     assert dict(seen)["k0007"] == [NODES[1].name, NODES[3].name]
+
+
+# -- with N replicas per ID (the repair) ------------------------------------------------------
+
+
+def replicas_of(raw_id: str, count: int = 3) -> list[str]:
+    return HashRing([n.name for n in NODES], RING_SIZE).preference_list(ObjectId(raw_id))[:count]
+
+
+def test_the_repair_puts_the_newest_copy_on_each_of_the_n_replicas_and_removes_handoffs() -> None:
+    storage = InMemoryObjectStorage()
+    first, second, third = replicas_of("abc")
+    (handoff,) = [n.name for n in NODES if n.name not in (first, second, third)]
+    # Written while the third replica was down: a handoff copy on the fourth node.
+    storage.store(first, "abc", b"new", version=v(20))
+    storage.store(second, "abc", b"new", version=v(20))
+    storage.store(handoff, "abc", b"new", version=v(20))
+    storage.store(third, "abc", b"old", version=v(10))
+
+    summary, _ = run(storage, replicas=3)
+
+    assert summary.moved == 1
+    assert summary.everything_in_place
+    assert sorted(storage.node_of("abc")) == sorted([first, second, third])
+    assert {storage.objects[(node, "abc")].version for node in (first, second, third)} == {v(20)}
+
+
+def test_a_replica_replaced_by_an_empty_node_is_refilled_and_a_second_run_has_nothing_to_do() -> (
+    None
+):
+    storage = InMemoryObjectStorage()
+    ids = [f"id{i}" for i in range(30)]
+    for raw_id in ids:
+        for node in replicas_of(raw_id):
+            storage.store(node, raw_id, raw_id.encode(), version=v(1))
+    emptied = "node-1"
+    storage.objects = {key: value for key, value in storage.objects.items() if key[0] != emptied}
+
+    summary, _ = run(storage, replicas=3)
+
+    for raw_id in ids:
+        assert sorted(storage.node_of(raw_id)) == sorted(replicas_of(raw_id))
+    assert summary.moved == sum(1 for raw_id in ids if emptied in replicas_of(raw_id))
+    survey = asyncio.run(rebalance(storage, replicas=3).survey())
+    assert (survey.misplaced, survey.in_place) == (0, 30)
+
+
+def test_a_tombstone_is_purged_only_once_every_replica_holds_it() -> None:
+    storage = InMemoryObjectStorage()
+    tombstone = v(NOW - 7200)
+    first, second, third = replicas_of("gone")
+    for node in (first, second):
+        storage.store(
+            node,
+            "gone",
+            tombstone_body(tombstone),
+            TOMBSTONE_CONTENT_TYPE,
+            version=tombstone,
+            deleted=True,
+        )
+    storage.store(third, "gone", b"old", version=v(10))
+
+    summary, _ = run(storage, replicas=3, tombstone_grace_seconds=3600)
+    assert summary.purged == 0
+    assert all(storage.objects[(node, "gone")].deleted for node in (first, second, third))
+
+    summary, _ = run(storage, replicas=3, tombstone_grace_seconds=3600)
+    assert summary.purged == 1
+    assert storage.node_of("gone") == []

@@ -83,8 +83,11 @@ class ObjectApi:
         max_body_bytes: int | None,
         body_read_timeout_seconds: float,
         body_send_timeout_seconds: float,
+        replicated: bool = False,
     ) -> None:
         self._use_cases = use_cases
+        # Each answer's log line then says how many replicas it had.
+        self._replicated = replicated
         self._max_body_bytes = max_body_bytes
         self._body_read_timeout = body_read_timeout_seconds
         self._body_send_timeout = body_send_timeout_seconds
@@ -133,16 +136,16 @@ class ObjectApi:
             preconditions_of(headers),
         )
         exchange.facts.node = outcome.node.name
+        if self._replicated:
+            exchange.facts.replicas = outcome.copies
         info = outcome.info
-        body = _ENCODE.encode({"id": exchange.object_id, "size": info.size, "etag": info.etag})
-        await exchange.response.start(
-            201 if outcome.created else 200,
-            [
-                (b"content-type", _JSON),
-                (b"content-length", b"%d" % len(body)),
-                (b"etag", quoted_etag(info.etag).encode("latin-1")),
-            ],
-        )
+        # No entity tag for a write superseded at once by a concurrent one: it was never stored.
+        etag = info.etag or None
+        body = _ENCODE.encode({"id": exchange.object_id, "size": info.size, "etag": etag})
+        head = [(b"content-type", _JSON), (b"content-length", b"%d" % len(body))]
+        if etag is not None:
+            head.append((b"etag", quoted_etag(etag).encode("latin-1")))
+        await exchange.response.start(201 if outcome.created else 200, head)
         await exchange.response.finish(body)
 
     async def _get(self, exchange: _Exchange) -> None:
@@ -159,10 +162,14 @@ class ObjectApi:
                 raise
             found = await self._use_cases.head(exchange.object_id)
             facts.node, facts.from_fallback = found.node.name, found.from_fallback
+            if self._replicated:
+                facts.replicas = found.answered
             if not await _answered_by_precondition(exchange, found.info):
                 raise
             return
         facts.node, facts.from_fallback = retrieved.node.name, retrieved.from_fallback
+        if self._replicated:
+            facts.replicas = retrieved.answered
         stored = retrieved.stored
         try:
             if await _answered_by_precondition(exchange, stored.info):
@@ -210,13 +217,17 @@ class ObjectApi:
     async def _head(self, exchange: _Exchange) -> None:
         found = await self._use_cases.head(exchange.object_id)
         exchange.facts.node, exchange.facts.from_fallback = found.node.name, found.from_fallback
+        if self._replicated:
+            exchange.facts.replicas = found.answered
         if not await _answered_by_precondition(exchange, found.info):
             await exchange.response.start(200, object_headers(found.info))
             await exchange.response.finish(b"")
 
     async def _delete(self, exchange: _Exchange) -> None:
-        owner = await self._use_cases.delete(exchange.object_id)
-        exchange.facts.node = owner.name
+        deleted = await self._use_cases.delete(exchange.object_id)
+        exchange.facts.node = deleted.node.name
+        if self._replicated:
+            exchange.facts.replicas = deleted.copies
         await exchange.response.start(204, [])
         await exchange.response.finish(b"")
 

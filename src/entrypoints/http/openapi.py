@@ -83,9 +83,11 @@ _INVALID = _error(
 )
 _UNAVAILABLE = _error(
     "The ID's node is down, unreachable, resting or at its cap of requests waiting for it "
-    "(node_unavailable), no node is known (no_nodes_available), the Docker daemon cannot be "
-    "reached (discovery_unavailable), or upload parts fill the gateway's memory and disk budgets "
-    "(upload_capacity_exhausted). Carries Retry-After."
+    "(node_unavailable), fewer of the ID's replicas than the quorum can take part "
+    "(quorum_unavailable, with GATEWAY_REPLICAS above 1), no node is known "
+    "(no_nodes_available), the Docker daemon cannot be reached (discovery_unavailable), or "
+    "upload parts fill the gateway's memory and disk budgets (upload_capacity_exhausted). "
+    "Carries Retry-After."
 )
 _OBJECT_HEADERS: dict[str, OpenAPIHeader | Reference] = {
     "Content-Length": _header("The object's size in bytes.", OpenAPIType.INTEGER),

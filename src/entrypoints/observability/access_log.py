@@ -94,6 +94,9 @@ class ObservedRequests:
                     "duration_ms": round(duration * 1000, 3),
                     # Only when true: most lines would carry a false.
                     "fallback": True if facts.from_fallback else None,
+                    # With GATEWAY_REPLICAS above 1: the copies a write reached, or the replicas
+                    # a read compared.
+                    "replicas": facts.replicas,
                 },
             )
 

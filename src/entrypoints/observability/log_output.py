@@ -26,6 +26,7 @@ _LOG_FIELDS = (
     "bytes_out",
     "duration_ms",
     "fallback",
+    "replicas",
 )
 
 

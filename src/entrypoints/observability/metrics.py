@@ -10,7 +10,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from application.fleet import Fleet
+from application.read_repair import ReadRepair
 from application.readiness import NodeHealth, health_of
+from application.replicas import Replicas
 from domain.circuit_breaker import NodeBreakers
 from entrypoints.observability.request_facts import RequestFacts
 
@@ -20,7 +22,13 @@ __all__ = ["GatewayMetrics"]
 class GatewayMetrics:
     """The gateway's Prometheus metrics, in a registry of their own (one per app)."""
 
-    def __init__(self, fleet: Fleet, breakers: NodeBreakers) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        breakers: NodeBreakers,
+        replicas: Replicas | None = None,
+        repairs: ReadRepair | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "gateway_http_requests",
@@ -60,6 +68,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(_FleetCollector(fleet, breakers))
+        self.registry.register(_ReplicationCollector(replicas, repairs))
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._node_children: dict[str, tuple[Counter, Counter, Counter]] = {}
 
@@ -136,3 +145,51 @@ class _FleetCollector(Collector):
             "Times the change feed was reopened.",
             status.reconnects,
         )
+
+
+class _ReplicationCollector(Collector):
+    """What replication did (GATEWAY_REPLICAS above 1; all zero with one copy per ID)."""
+
+    def __init__(self, replicas: Replicas | None, repairs: ReadRepair | None) -> None:
+        self._replicas = replicas
+        self._repairs = repairs
+
+    def collect(self) -> Iterator[Metric]:
+        counts = None if self._replicas is None else self._replicas.counts
+        yield CounterMetricFamily(
+            "gateway_degraded_writes",
+            "Writes acknowledged with fewer copies than GATEWAY_REPLICAS (no node to hand off to).",
+            0 if counts is None else counts.degraded_writes,
+        )
+        yield CounterMetricFamily(
+            "gateway_handoff_copies",
+            "Copies written to a node in place of a replica that could not take them.",
+            0 if counts is None else counts.handoff_copies,
+        )
+        yield CounterMetricFamily(
+            "gateway_quorum_refusals",
+            "Requests answered 503 because fewer replicas than the quorum could take part.",
+            0 if counts is None else counts.quorum_refusals,
+        )
+        yield CounterMetricFamily(
+            "gateway_superseded_writes",
+            "Writes dropped before committing: a concurrent, later write to the ID came first.",
+            0 if counts is None else counts.superseded_writes,
+        )
+        yield CounterMetricFamily(
+            "gateway_late_replica_failures",
+            "Copies that failed after their write was acknowledged at the write quorum (the "
+            "repair command restores them).",
+            0 if counts is None else counts.late_failures,
+        )
+        repairs = CounterMetricFamily(
+            "gateway_read_repairs",
+            "Read repairs, by outcome: scheduled, repaired (copies), failed (copies), dropped "
+            "(too many waiting; the repair command catches them).",
+            labels=["outcome"],
+        )
+        repair_counts = None if self._repairs is None else self._repairs.counts
+        for outcome in ("scheduled", "repaired", "failed", "dropped"):
+            value = 0 if repair_counts is None else getattr(repair_counts, outcome)
+            repairs.add_metric([outcome], value)
+        yield repairs

@@ -27,6 +27,8 @@ class RequestFacts:
         self.client_closed = False
         # The object was found on a node other than its owner (not rebalanced yet).
         self.from_fallback = False
+        # Replicated IDs only: the copies a write reached, or the replicas a read compared.
+        self.replicas: int | None = None
 
     @classmethod
     def of(cls, state: MutableMapping[str, Any]) -> RequestFacts | None:
