@@ -341,7 +341,12 @@ class Rebalance:
                     on_replica,
                 )
             except (PreconditionFailed, ObjectNotFound):
-                return result(Outcome.LEFT, "the object changed while it was copied")
+                # A read repair (or another gateway's pass) may have put the same version there
+                # first: then the replica is as it should be. Anything else (a newer write, a
+                # delete) is left for the next pass to see whole.
+                now = await self._head(replica, object_id)
+                if now is None or now.rank != best.rank:
+                    return result(Outcome.LEFT, "the object changed while it was copied")
             outcome = Outcome.MOVED
         landed = await asyncio.gather(*(self._head(node, object_id) for node in replicas))
         if any(info is None or info.rank < best.rank for info in landed):

@@ -32,6 +32,7 @@ from domain.errors import (
     ObjectNotFound,
     PreconditionFailed,
     QuorumUnavailable,
+    RangeNotSatisfiable,
 )
 from domain.node import Node
 from domain.object_id import ObjectId
@@ -179,6 +180,10 @@ class Replicas:
                 stored = await opener(node)
             except ObjectNotFound:
                 return None
+            except RangeNotSatisfiable:
+                # Beyond this replica's copy, which may be older (or shorter) than the newest:
+                # it counts by its version, and the newest copy judges the range.
+                return await lookup.head_or_none(node, object_id)
             opened[node.name] = stored
             return stored.info
 

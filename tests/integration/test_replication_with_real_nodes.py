@@ -197,6 +197,41 @@ def test_a_stale_replica_is_repaired_by_a_read(fleet: Fleet) -> None:
         assert 'gateway_read_repairs_total{outcome="repaired"} 1.0' in metrics
 
 
+def test_a_range_read_compares_versions_and_never_repairs_the_newest_with_an_older_copy(
+    fleet: Fleet,
+) -> None:
+    """A node answers a range with Content-Range (206 from MinIO, 200 from the stand-in): the
+    copy it serves must keep its version, or an older copy beside it would look newer, be served
+    and be "repaired" over the newest."""
+    old, new = bytes(range(256)) * 8, bytes(reversed(range(256))) * 8
+    with (
+        GatewayServer.for_marker(fleet.marker, **REPLICATED) as server,
+        httpx.Client(base_url=server.base_url, timeout=60) as http,
+    ):
+        assert http.put("/object/ranged", content=old).is_success
+        first, second, _ = (fleet.by_name(name) for name in fleet.walk("ranged"))
+        second.stop()
+        wait_for(lambda: up_nodes(http) == 2, 20, "the gateway to see the replica down")
+        assert http.put("/object/ranged", content=new).is_success  # at W = 2, without it
+        second.start()
+        wait_for(lambda: up_nodes(http) == 3, 30, "the replica back with its older copy")
+
+        ranged = http.get("/object/ranged", headers={"Range": "bytes=100-199"})
+        assert ranged.status_code == 206
+        assert ranged.content == new[100:200]
+
+        def holds(node: StorageNode, data: bytes) -> bool:
+            stored = node.client().get_object(BUCKET, "ranged")
+            try:
+                return stored.read() == data
+            finally:
+                stored.close()
+                stored.release_conn()
+
+        wait_for(lambda: holds(second, new), 10, "the older replica to be repaired")
+        assert holds(first, new)
+
+
 def test_with_two_nodes_down_writes_are_refused_whole_and_reads_answer_as_r_allows(
     fleet: Fleet,
 ) -> None:

@@ -217,6 +217,25 @@ def test_a_write_from_another_gateway_landing_during_the_copy_wins_on_minio() ->
     assert storage.objects[(target, "raced")].data == b"client's new version"
 
 
+def test_a_copy_that_a_read_repair_made_meanwhile_counts_as_moved_not_left() -> None:
+    """The repair command and a read repair racing to fill the same replica: whichever lands
+    first, the replica holds the newest version and the step is done (the command exits 0)."""
+    storage = InMemoryObjectStorage()
+    storage.store(elsewhere("raced"), "raced", b"the only copy", version=v(10))
+    target = owner("raced")
+
+    async def read_repair_lands_first(node: str, object_id: str) -> None:
+        if node == target and storage.before_commit is not None:
+            storage.before_commit = None
+            storage.store(target, object_id, b"the only copy", version=v(10))
+
+    storage.before_commit = read_repair_lands_first
+    summary, reporter = run(storage)
+    assert [step.outcome for step in reporter.steps] == [Outcome.MOVED]
+    assert summary.everything_in_place
+    assert storage.node_of("raced") == [target]
+
+
 def test_a_client_write_through_the_same_gateway_waits_for_the_copy_and_wins() -> None:
     # A node that ignores conditions (the stand-in): the gateway's write turns order them.
     storage = InMemoryObjectStorage(ignores_conditions=True)

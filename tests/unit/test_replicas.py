@@ -25,6 +25,7 @@ from domain.hash_ring import HashRing
 from domain.in_flight import InFlightLimits
 from domain.node import NodeState
 from domain.object_id import ObjectId
+from domain.objects import TOMBSTONE_CONTENT_TYPE, ByteRange, tombstone_body
 from domain.replication import ReplicationPolicy
 from domain.versions import Version, VersionClock
 from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
@@ -200,6 +201,35 @@ def test_a_read_streams_from_the_first_replica_while_a_head_asks_the_second() ->
     assert asyncio.run(gateway.read("abc")) == b"x"
 
     assert sorted(gateway.storage.requests) == sorted([f"GET {first} abc", f"HEAD {second} abc"])
+
+
+def test_a_range_beyond_the_first_replicas_copy_is_judged_on_the_newest_copy() -> None:
+    """The first replica may hold a tombstone or an older, shorter copy: its 416 says nothing
+    about the ID. A deleted ID is a 404 and a newer, longer copy serves the range."""
+    gateway = ReplicatedGateway(node_count=3)
+    first, second, third = gateway.walk("gone")
+    tombstone = Version(30, "a" * 16, 1)
+    for node in (first, second):
+        gateway.storage.store(
+            node, "gone", tombstone_body(tombstone), TOMBSTONE_CONTENT_TYPE, version=tombstone,
+            deleted=True,
+        )  # fmt: skip
+    gateway.storage.store(third, "gone", b"x" * 5000, version=OLD)
+    first, second, third = gateway.walk("grown")
+    gateway.storage.store(first, "grown", b"short", version=OLD)
+    gateway.storage.store(second, "grown", bytes(range(256)) * 20, version=NEW)
+    gateway.storage.store(third, "grown", bytes(range(256)) * 20, version=NEW)
+
+    async def ranged(raw_id: str) -> bytes:
+        retrieved = await gateway.get(raw_id, ByteRange(1000, 1009))
+        try:
+            return b"".join([chunk async for chunk in retrieved.stored.chunks])
+        finally:
+            await retrieved.stored.close()
+
+    with pytest.raises(ObjectNotFound):
+        asyncio.run(ranged("gone"))
+    assert asyncio.run(ranged("grown")) == (bytes(range(256)) * 20)[1000:1010]
 
 
 def test_a_replica_that_cannot_be_asked_is_replaced_by_the_next_and_the_read_succeeds() -> None:

@@ -102,7 +102,8 @@ class MinioObjectStorage:
             content_range: tuple[int, int] | None = None
             if byte_range is not None and "Content-Range" in response.headers:
                 start, end, total = content_range_of(node, response.headers["Content-Range"])
-                info = ObjectInfo(total, info.content_type, info.etag, info.last_modified)
+                # The whole object's size; its version stays (copies are compared by it).
+                info = replace(info, size=total)
                 content_range = (start, end)
             elif byte_range is not None:
                 content_range = byte_range.resolve(info.size)
