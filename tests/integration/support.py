@@ -1,7 +1,9 @@
 """Real storage nodes and a real gateway for integration tests.
 
 Nodes are containers of ``MINIO_IMAGE`` (default: a pinned MinIO release; CI sets the
-MinIO-compatible stand-in) named ``amazin-object-storage-node-<run>-<n>``. The gateway under test
+MinIO-compatible stand-in), or of ``RUSTFS_IMAGE`` for a RustFS-keyed node (default: a pinned
+RustFS release; CI sets the stand-in, which also honours RustFS's key names), named
+``amazin-object-storage-node-<run>-<n>``. The gateway under test
 runs in this process on a loopback port and is configured with the run-specific marker, so
 leftovers of earlier runs or a compose stack never join its ring.
 """
@@ -37,6 +39,12 @@ from entrypoints.settings import Settings
 
 DEFAULT_MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
 MINIO_IMAGE = os.environ.get("MINIO_IMAGE") or DEFAULT_MINIO_IMAGE
+DEFAULT_RUSTFS_IMAGE = "rustfs/rustfs:1.0.0-alpha.99"
+RUSTFS_IMAGE = os.environ.get("RUSTFS_IMAGE") or DEFAULT_RUSTFS_IMAGE
+# The environment variable names each node server reads its key pair from.
+ROOT_KEY_NAMES = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
+LEGACY_KEY_NAMES = ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
+RUSTFS_KEY_NAMES = ("RUSTFS_ACCESS_KEY", "RUSTFS_SECRET_KEY")
 TEST_LABEL = "amazin-gateway-tests"
 OBJECT_GATEWAY = Path(sys.executable).with_name("object-gateway")
 BUCKET = "objects"
@@ -105,23 +113,32 @@ def frozen(node: StorageNode) -> Iterator[None]:
 
 
 def start_node(marker: str, index: int, legacy_key_names: bool = False) -> StorageNode:
+    """A MinIO node keyed by its root pair, or by the legacy pair."""
+    names = LEGACY_KEY_NAMES if legacy_key_names else ROOT_KEY_NAMES
+    return _start(marker, index, MINIO_IMAGE, names, command="server /data")
+
+
+def start_rustfs_node(marker: str, index: int) -> StorageNode:
+    """A RustFS node, keyed by RustFS's own variable names (its image's command serves /data)."""
+    return _start(marker, index, RUSTFS_IMAGE, RUSTFS_KEY_NAMES, command=None)
+
+
+def _start(
+    marker: str, index: int, image: str, key_names: tuple[str, str], command: str | None
+) -> StorageNode:
     access_key, secret_key = f"user{index}key", f"secret{index}-{uuid.uuid4().hex[:12]}"
-    names = (
-        ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
-        if legacy_key_names
-        else ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
-    )
     name = f"{marker}-{index}"
     container = (
-        DockerContainer(MINIO_IMAGE)
+        DockerContainer(image)
         .with_name(name)
-        .with_env(names[0], access_key)
-        .with_env(names[1], secret_key)
-        .with_command("server /data")
+        .with_env(key_names[0], access_key)
+        .with_env(key_names[1], secret_key)
         .with_kwargs(labels={TEST_LABEL: "1"})
     )
+    if command is not None:
+        container = container.with_command(command)
     container.start()
-    node = StorageNode(name, access_key, secret_key, legacy_key_names, container)
+    node = StorageNode(name, access_key, secret_key, key_names == LEGACY_KEY_NAMES, container)
     wait_until_ready(node)
     return node
 

@@ -24,6 +24,15 @@ def test_root_keys_win_over_legacy_ones_as_in_minio() -> None:
     assert credentials_from_env(env) == Credentials("new", "newsecret")
 
 
+def test_rustfs_keys_are_read_after_minios_pairs() -> None:
+    rustfs = ["RUSTFS_ACCESS_KEY=rusty", "RUSTFS_SECRET_KEY=rustysecret"]
+    assert credentials_from_env(rustfs) == Credentials("rusty", "rustysecret")
+    assert credentials_from_env(
+        [*rustfs, "MINIO_ACCESS_KEY=bob", "MINIO_SECRET_KEY=bobsecret"]
+    ) == Credentials("bob", "bobsecret")
+    assert credentials_from_env(["RUSTFS_ACCESS_KEY=rusty"]) is None
+
+
 def test_a_half_set_pair_does_not_count() -> None:
     assert credentials_from_env(["MINIO_ROOT_USER=alice"]) is None
     assert credentials_from_env(["MINIO_ROOT_USER=alice", "MINIO_SECRET_KEY=x12345678"]) is None
