@@ -128,6 +128,9 @@ class InMemoryObjectStorage:
     fail_after_chunks: dict[str, int] = field(default_factory=dict)
     # Requests made, as "METHOD node id": which nodes a use case asked.
     requests: list[str] = field(default_factory=list)
+    # Nodes listed (one entry per listing opened), and nodes whose listing fails after starting.
+    listings: list[str] = field(default_factory=list)
+    unlistable_after: set[str] = field(default_factory=set)
 
     def store(
         self,
@@ -198,7 +201,9 @@ class InMemoryObjectStorage:
         self.events.append(f"delete {node.name} {object_id.value}")
         self.objects.pop((node.name, object_id.value), None)
 
-    async def list_objects(self, node: Node) -> AsyncIterator[ListedObject]:
+    async def list_objects(
+        self, node: Node, *, prefix: str = "", start_after: str = ""
+    ) -> AsyncIterator[ListedObject]:
         self._check_reachable(node)
         listed = [
             ListedObject(name, stored.info.size, stored.info.etag, stored.info.last_modified)
@@ -207,8 +212,12 @@ class InMemoryObjectStorage:
         ]
         if node.name in self.marks:
             listed.append(ListedObject(DRAIN_MARK, 10, "mark", None))
+        self.listings.append(node.name)
         for entry in sorted(listed, key=lambda entry: entry.name):
-            yield entry
+            if entry.name.startswith(prefix) and entry.name > start_after:
+                if node.name in self.unlistable_after:
+                    raise NodeUnreachable(node.name, "the listing was cut")
+                yield entry
 
     async def drain_state(self, node: Node) -> DrainState | None:
         self._check_reachable(node)

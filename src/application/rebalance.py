@@ -20,7 +20,6 @@ could be listed (one that could not might hold an older copy the tombstone still
 from __future__ import annotations
 
 import asyncio
-import heapq
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,12 +29,12 @@ from typing import Protocol
 
 from application.copies import copy_version, head_or_none
 from application.fleet import Membership
+from application.listing import Copies, merged_listings
 from application.node_access import NodeAccess
 from application.write_locks import WriteLocks
 from domain.errors import (
     GatewayError,
     InvalidObjectId,
-    NodeUnavailable,
     ObjectNotFound,
     PreconditionFailed,
 )
@@ -43,7 +42,6 @@ from domain.node import Node
 from domain.object_id import ObjectId
 from domain.objects import (
     TOMBSTONE_SIZE,
-    ListedObject,
     ObjectInfo,
 )
 from domain.ports import ObjectStorage
@@ -57,7 +55,6 @@ __all__ = [
     "RebalanceSummary",
     "StepResult",
     "Survey",
-    "merged_listings",
 ]
 
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
@@ -132,45 +129,6 @@ class RebalanceReporter(Protocol):
     def step(self, result: StepResult) -> None: ...
 
     def finished(self, summary: RebalanceSummary) -> None: ...
-
-
-Copies = list[tuple[Node, ListedObject]]
-
-
-async def merged_listings(
-    storage: ObjectStorage, nodes: Sequence[Node], unlisted: dict[str, str]
-) -> AsyncIterator[tuple[str, Copies]]:
-    """Every key held by any of ``nodes``, in key order, with each node's listing entry for it.
-
-    One page per node is held at a time. A node whose listing fails (or comes out of order) is
-    recorded in ``unlisted`` and left out from there on.
-    """
-    listings = [storage.list_objects(node) for node in nodes]
-    heap: list[tuple[str, int, ListedObject]] = []
-
-    async def advance(index: int, previous: str | None) -> None:
-        node = nodes[index]
-        try:
-            listed = await anext(listings[index], None)
-            if listed is not None and previous is not None and listed.name <= previous:
-                raise NodeUnavailable(node.name, "it lists its keys out of order")
-        except GatewayError as exc:
-            unlisted[node.name] = exc.detail
-            return
-        if listed is not None:
-            heapq.heappush(heap, (listed.name, index, listed))
-
-    for index in range(len(nodes)):
-        await advance(index, None)
-    while heap:
-        key = heap[0][0]
-        copies: Copies = []
-        while heap and heap[0][0] == key:
-            _, index, listed = heapq.heappop(heap)
-            copies.append((nodes[index], listed))
-            await advance(index, key)
-        # Popped by (key, index): the copies are in the nodes' order.
-        yield key, copies
 
 
 class Rebalance:

@@ -79,8 +79,12 @@ class ObjectStorage(Protocol):
         """Remove the object; succeeds whether or not it existed."""
         ...
 
-    def list_objects(self, node: Node) -> AsyncIterator[ListedObject]:
-        """Every object the node holds, page by page as the node hands them over, in key order."""
+    def list_objects(
+        self, node: Node, *, prefix: str = "", start_after: str = ""
+    ) -> AsyncIterator[ListedObject]:
+        """Every object the node holds (whose key starts with ``prefix`` and sorts after
+        ``start_after``), page by page as the node hands them over, in key order. A node may
+        ignore the two bounds: callers filter too."""
         ...
 
     async def aclose(self) -> None:

@@ -12,6 +12,7 @@ from adapters.s3 import ByteBudget, MinioObjectStorage, MinioSettings, PartSpool
 from application.drain import Drain
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
+from application.listing import ListObjects
 from application.node_access import NodeAccess
 from application.objects import DeleteObject, GetObject, HeadObject, ObjectLookup, PutObject
 from application.read_repair import ReadRepair
@@ -178,6 +179,10 @@ class Container(containers.DeclarativeContainer):
     get_object = providers.Factory(GetObject, lookup=object_lookup, replicas=replicas)
     head_object = providers.Factory(HeadObject, lookup=object_lookup, replicas=replicas)
     delete_object = providers.Factory(DeleteObject, lookup=object_lookup, replicas=replicas)
+
+    list_objects = providers.Singleton(
+        ListObjects, fleet=fleet, storage=object_storage, access=node_access
+    )
 
     # A pass over the fleet as one membership sees it (call with membership=..., concurrency=...).
     rebalance = providers.Factory(

@@ -168,7 +168,7 @@ def test_path_aliases_of_an_id_are_400_not_served_as_the_id(client: TestClient, 
 
 
 def test_a_path_that_only_starts_like_the_object_route_is_404(client: TestClient) -> None:
-    response = client.get("/objects")
+    response = client.get("/objectsx/abc")
     assert response.status_code == 404
     assert set(response.json()) == {"error", "detail"}
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from application.fleet import Fleet, Membership
+from application.listing import merged_listings
 from application.node_access import NodeAccess
 from application.objects import DeleteObject, ObjectLookup, PutObject
 from application.rebalance import (
@@ -14,7 +15,6 @@ from application.rebalance import (
     RebalanceSummary,
     StepResult,
     Survey,
-    merged_listings,
 )
 from application.write_locks import WriteLocks
 from domain.circuit_breaker import NodeBreakers
@@ -409,8 +409,8 @@ def test_listings_are_merged_in_key_order_pulling_one_entry_ahead_per_node() -> 
     pulled = [0]
     original = storage.list_objects
 
-    async def counting(node: Node):  # type: ignore[no-untyped-def]
-        async for entry in original(node):
+    async def counting(node: Node, **bounds: str):  # type: ignore[no-untyped-def]
+        async for entry in original(node, **bounds):
             pulled[0] += 1
             yield entry
 

@@ -190,11 +190,17 @@ class MinioObjectStorage:
                 except ObjectNotFound:
                     return  # no bucket yet: nothing to delete
 
-    async def list_objects(self, node: Node) -> AsyncIterator[ListedObject]:
+    async def list_objects(
+        self, node: Node, *, prefix: str = "", start_after: str = ""
+    ) -> AsyncIterator[ListedObject]:
         timeout = self._settings.idle_timeout_seconds
         token: str | None = None
         while True:
             query = {"list-type": "2", "max-keys": str(_LIST_PAGE_SIZE)}
+            if prefix:
+                query["prefix"] = prefix
+            if start_after:
+                query["start-after"] = start_after
             if token:
                 query["continuation-token"] = token
             response = await self._transport.request(

@@ -13,11 +13,13 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.types import Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from application.listing import ListObjects
 from application.readiness import ReadinessReport
 from domain.errors import GatewayError
 from entrypoints.container import Container
 from entrypoints.http.admin import admin_router
 from entrypoints.http.errors import ErrorBody, headers_for, status_for
+from entrypoints.http.listing import list_objects
 from entrypoints.http.openapi import document_object_routes
 from entrypoints.observability.access_log import ObservedRequests
 
@@ -88,6 +90,9 @@ def create_app(container: Container | None = None) -> Litestar:
     def provide_readiness() -> ReadinessReport:
         return container.readiness()
 
+    def provide_listing() -> ListObjects:
+        return container.list_objects()
+
     settings = container.settings()
     app = Litestar(
         route_handlers=[
@@ -95,9 +100,13 @@ def create_app(container: Container | None = None) -> Litestar:
             live,
             ready,
             metrics,
+            list_objects,
             admin_router(container.admin_jobs, settings.admin_port),
         ],
-        dependencies={"readiness": Provide(provide_readiness, sync_to_thread=False)},
+        dependencies={
+            "readiness": Provide(provide_readiness, sync_to_thread=False),
+            "listing": Provide(provide_listing, sync_to_thread=False),
+        },
         exception_handlers={
             GatewayError: _gateway_error_handler,
             HTTPException: _http_error_handler,
