@@ -7,7 +7,9 @@ then prints:
   (a) throughput with wrk through the gateway (its default settings, access log on), through nginx
       (one worker, `hash $object_id consistent`, keepalive 64, no request buffering, no access log)
       over the same three nodes, and directly to one node, and through a second gateway with
-      GATEWAY_REPLICAS=3 (N=3, side by side with N=1): 1 KiB PUT of new IDs, 1 KiB PUT over
+      GATEWAY_REPLICAS=3 (N=3, side by side with N=1), and through a third gateway with tracing on
+      (every request sampled, spans exported over OTLP/HTTP to a sink in this process; N=1 has
+      tracing off, as shipped): 1 KiB PUT of new IDs, 1 KiB PUT over
       existing IDs and 1 KiB GET at 32 connections, 16 MiB PUT (new and existing IDs) and GET at 8
       connections; the sides take turns, each run is repeated, the median is quoted with
       gateway/nginx and gateway/direct;
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -101,6 +104,37 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
                 return
         time.sleep(0.2)
     raise SystemExit(f"timed out waiting for {what}")
+
+
+class OtlpSink:
+    """An OTLP/HTTP endpoint that takes every export and drops it: the traced gateway's sink."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        self.received_bytes = 0
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                sink.exports += 1
+                sink.received_bytes += length
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -309,6 +343,7 @@ def wrk(
 def throughput(
     gateway: Gateway,
     replicated: Gateway,
+    traced: Gateway,
     nginx: Nginx,
     nodes: Nodes,
     runs: int,
@@ -321,14 +356,19 @@ def throughput(
     sides = {
         "gateway": (gateway.url, "/object/", "g"),
         "gateway_n3": (replicated.url, "/object/", "r"),
+        "traced": (traced.url, "/object/", "t"),
         "nginx": (nginx.url, "/object/", "n"),
         "direct": (direct_base, f"/{BUCKET}/", "d"),
     }
     print(f"\n(a) throughput, wrk, median of {runs} runs of {seconds} s each, sides taking turns")
-    print("    N=1: the gateway as shipped; N=3: GATEWAY_REPLICAS=3 (W=2, R=2)")
     print(
-        f"{'workload':<34}{'N=1':>9}{'N=3':>9}{'nginx':>9}{'direct':>9}"
-        f"{'N=1/ngx':>9}{'N=3/ngx':>9}{'N=1/dir':>9}   non-2xx N=1/N=3/nginx/direct"
+        "    N=1: the gateway as shipped (tracing off); N=3: GATEWAY_REPLICAS=3 (W=2, R=2);"
+        " traced: N=1 with tracing on, every request sampled"
+    )
+    print(
+        f"{'workload':<34}{'N=1':>9}{'N=3':>9}{'traced':>9}{'nginx':>9}{'direct':>9}"
+        f"{'N=1/ngx':>9}{'N=3/ngx':>9}{'trc/N=1':>9}{'N=1/dir':>9}"
+        "   non-2xx N=1/N=3/traced/nginx/direct"
     )
     run_tag = uuid.uuid4().hex[:6]
     # Each side writes the objects it reads through itself: nginx's hash places IDs elsewhere
@@ -372,6 +412,7 @@ def throughput(
             + "".join(f"{value:>9.0f}" for value in shown)
             + f"{medians['gateway'] / medians['nginx']:>9.2f}"
             + f"{medians['gateway_n3'] / medians['nginx']:>9.2f}"
+            + f"{medians['traced'] / medians['gateway']:>9.2f}"
             + f"{medians['gateway'] / medians['direct']:>9.2f}"
             + "   "
             + "/".join(str(failures[side]) for side in sides)
@@ -723,11 +764,19 @@ def main() -> None:
             if not args.skip_throughput:
                 gateway = Gateway(marker, workdir)
                 replicated = Gateway(marker, workdir, GATEWAY_REPLICAS="3")
+                sink = OtlpSink()
+                traced = Gateway(
+                    marker,
+                    workdir,
+                    OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
+                    OTEL_TRACES_SAMPLER="always_on",
+                )
                 nginx = Nginx(nodes, workdir)
                 try:
                     throughput(
                         gateway,
                         replicated,
+                        traced,
                         nginx,
                         nodes,
                         args.runs,
@@ -738,10 +787,14 @@ def main() -> None:
                     print(
                         f"gateway RSS after the throughput runs: N=1 "
                         f"{gateway.rss_kib() / 1024:.0f} MiB, N=3 "
-                        f"{replicated.rss_kib() / 1024:.0f} MiB"
+                        f"{replicated.rss_kib() / 1024:.0f} MiB, traced "
+                        f"{traced.rss_kib() / 1024:.0f} MiB; the OTLP sink took "
+                        f"{sink.exports} exports, {sink.received_bytes / 1e6:.1f} MB"
                     )
                 finally:
                     nginx.stop()
+                    traced.stop()
+                    sink.stop()
                     replicated.stop()
                     gateway.stop()
             if not args.skip_memory:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
@@ -27,6 +28,7 @@ from entrypoints.http.admin import AdminJobs
 from entrypoints.http.objects import ObjectApi, ObjectUseCases
 from entrypoints.lifespan import GatewayLifespan
 from entrypoints.observability.metrics import GatewayMetrics
+from entrypoints.observability.tracing import tracer_from_environ
 from entrypoints.settings import Settings
 
 __all__ = ["Container"]
@@ -132,8 +134,10 @@ class Container(containers.DeclarativeContainer):
     )
     # Its aiohttp session lives on the server's event loop; the app closes it when it stops. It
     # also keeps the nodes' drain marks (the DrainMarks port).
+    # None unless the OTEL_* variables configure an OTLP endpoint; flushed when resources shut down.
+    tracer = providers.Resource(tracer_from_environ, environ=providers.Object(os.environ))
     object_storage = providers.Singleton(
-        MinioObjectStorage, settings=minio_settings, part_spool=part_spool
+        MinioObjectStorage, settings=minio_settings, part_spool=part_spool, tracer=tracer
     )
 
     fleet = providers.Singleton(
@@ -204,7 +208,7 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     admin_jobs = providers.Singleton(
-        AdminJobs, fleet=fleet, rebalance=rebalance.provider, drain=drain
+        AdminJobs, fleet=fleet, rebalance=rebalance.provider, drain=drain, tracer=tracer
     )
 
     metrics = providers.Singleton(

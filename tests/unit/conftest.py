@@ -23,6 +23,8 @@ class Harness:
         self.container.settings.override(providers.Object(settings))
         self.container.node_discovery.override(providers.Object(self.discovery))
         self.container.object_storage.override(providers.Object(self.storage))
+        # Off whatever OTEL_* variables the machine has; tests that trace set their own tracer.
+        self.container.tracer.override(providers.Object(None))
 
     def refresh(self, client: TestClient) -> None:
         """Tell the app's fleet that discovery changed, as the watcher would on a Docker event."""

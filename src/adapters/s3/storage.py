@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from minio.datatypes import Object as S3Object
 from minio.xml import findall, findtext
+from opentelemetry.trace import Tracer
 
 from adapters.s3.buckets import Buckets
 from adapters.s3.multipart import MultipartUploads
@@ -54,9 +55,11 @@ class MinioObjectStorage:
     """The ``ObjectStorage`` and ``DrainMarks`` ports on MinIO nodes, over one pooled aiohttp
     session."""
 
-    def __init__(self, settings: MinioSettings, part_spool: PartSpool) -> None:
+    def __init__(
+        self, settings: MinioSettings, part_spool: PartSpool, tracer: Tracer | None = None
+    ) -> None:
         self._settings = settings
-        self._transport = S3Transport(settings)
+        self._transport = S3Transport(settings, tracer)
         self._buckets = Buckets(self._transport)
         self._uploads = Uploads(self._transport, self._buckets)
         self._multipart = MultipartUploads(

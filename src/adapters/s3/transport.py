@@ -18,6 +18,8 @@ from urllib.parse import SplitResult
 
 import aiohttp
 from minio.helpers import queryencode
+from opentelemetry.propagate import inject
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from yarl import URL
 
 from adapters.s3.signing import signed_headers
@@ -74,8 +76,10 @@ def map_errors(node: Node, doing: str) -> Iterator[None]:
 class S3Transport:
     """Signs and sends requests to the nodes over one pooled aiohttp session."""
 
-    def __init__(self, settings: MinioSettings) -> None:
+    def __init__(self, settings: MinioSettings, tracer: Tracer | None = None) -> None:
         self.settings = settings
+        # With tracing on, each node request is a span, a child of the request being served.
+        self._tracer = tracer
         self._session: aiohttp.ClientSession | None = None
         # Built once: aiohttp's read timeout covers the wait for the first byte and each read.
         self._first_byte_timeout = aiohttp.ClientTimeout(
@@ -146,6 +150,65 @@ class S3Transport:
         client's own errors (a short body, a stall) stay the client's. ``bounded_by_caller``: the
         caller's own deadline bounds the request, so aiohttp's read timeout is left out.
         """
+        if self._tracer is None:
+            return await self._send(
+                node, method, key, query, headers, data, payload_hash, body_failure,
+                bounded_by_caller, traced=False,
+            )  # fmt: skip
+        # The span lasts until the node's response headers: its time to first byte. The body
+        # that follows is timed by the request's own span.
+        operation = f"{method} {'bucket' if key is None else 'object'}"
+        if query:
+            operation += "?" + "&".join(sorted(query))
+        with self._tracer.start_as_current_span(
+            f"node {method}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gateway.node": node.name,
+                "gateway.node.operation": operation,
+                "http.request.method": method,
+                "server.address": node.host or "",
+                "server.port": node.port,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            sent = len(data) if isinstance(data, bytes | bytearray) else None
+            length = (headers or {}).get("Content-Length")
+            if sent is None and length is not None and length.isdigit():
+                sent = int(length)
+            if sent is not None:
+                span.set_attribute("http.request.body.size", sent)
+            try:
+                response = await self._send(
+                    node, method, key, query, headers, data, payload_hash, body_failure,
+                    bounded_by_caller, traced=True,
+                )  # fmt: skip
+            except GatewayError as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+                span.set_attribute("error.type", exc.code)
+                raise
+            span.set_attribute("http.response.status_code", response.status)
+            if response.content_length is not None:
+                span.set_attribute("http.response.body.size", response.content_length)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+    async def _send(  # noqa: PLR0917 - send()'s arguments, passed on
+        self,
+        node: Node,
+        method: str,
+        key: str | None,
+        query: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        data: RequestBody,
+        payload_hash: str,
+        body_failure: Callable[[], BaseException | None] | None,
+        bounded_by_caller: bool,
+        *,
+        traced: bool,
+    ) -> aiohttp.ClientResponse:
         endpoint = node.endpoint
         if endpoint is None:
             raise NodeUnavailable(node.name, "the node has no address")
@@ -165,6 +228,9 @@ class S3Transport:
             secret_key=credentials.secret_key,
             payload_hash=payload_hash,
         )
+        if traced:
+            # Unsigned, added after signing: a node (or a proxy before it) may drop it freely.
+            inject(signed)
         try:
             with map_errors(node, "sending a request"):
                 return await self._http().request(

@@ -21,6 +21,7 @@ from litestar.exceptions import NotFoundException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from application.drain import Drain
 from application.fleet import Fleet, Membership
@@ -45,9 +46,13 @@ class _Events:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[object] = asyncio.Queue()
+        # With tracing on: the job's span, which records each event (a rebalance's steps too).
+        self.span: Span | None = None
 
     def emit(self, event: str, **fields: Any) -> None:
         self.queue.put_nowait({"event": event, **fields})
+        if self.span is not None:
+            self.span.add_event(event, {name: _attribute(value) for name, value in fields.items()})
 
     def surveyed(self, survey: Survey) -> None:
         self.emit(
@@ -98,10 +103,17 @@ class _Events:
 
 
 class AdminJobs:
-    def __init__(self, fleet: Fleet, rebalance: Callable[..., Rebalance], drain: Drain) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        rebalance: Callable[..., Rebalance],
+        drain: Drain,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._fleet = fleet
         self._rebalance = rebalance
         self._drain = drain
+        self._tracer = tracer
         self._busy = asyncio.Lock()
 
     def rebalance(self, *, dry_run: bool, concurrency: int) -> AsyncIterator[bytes]:
@@ -115,14 +127,14 @@ class AdminJobs:
             else:
                 await rebalance.execute(events)
 
-        return self._run(job)
+        return self._run("rebalance", job)
 
     def drain(self, node: str) -> AsyncIterator[bytes]:
         async def job(events: _Events) -> None:
             empty = await self._drain.drain(node, events)
             events.emit("drained", node=node, empty=empty)
 
-        return self._run(job)
+        return self._run("drain", job)
 
     async def undrain(self, node: str) -> None:
         self.refuse_if_busy()
@@ -133,7 +145,9 @@ class AdminJobs:
         if self._busy.locked():
             raise AdminBusy("a rebalance or drain is already running in this gateway")
 
-    async def _run(self, job: Callable[[_Events], Awaitable[None]]) -> AsyncIterator[bytes]:
+    async def _run(
+        self, name: str, job: Callable[[_Events], Awaitable[None]]
+    ) -> AsyncIterator[bytes]:
         if self._busy.locked():  # another job started since the request was checked
             busy = AdminBusy("a rebalance or drain is already running in this gateway")
             yield _line({"event": "error", "error": busy.code, "detail": busy.detail})
@@ -142,12 +156,21 @@ class AdminJobs:
             events = _Events()
 
             async def run() -> None:
-                try:
-                    await job(events)
-                except GatewayError as exc:
-                    events.emit("error", error=exc.code, detail=exc.detail)
-                finally:
-                    events.queue.put_nowait(_DONE)
+                traced = (
+                    contextlib.nullcontext(None)
+                    if self._tracer is None
+                    else self._tracer.start_as_current_span(name)
+                )
+                with traced as span:
+                    events.span = span
+                    try:
+                        await job(events)
+                    except GatewayError as exc:
+                        events.emit("error", error=exc.code, detail=exc.detail)
+                        if span is not None:
+                            span.set_status(Status(StatusCode.ERROR, exc.code))
+                    finally:
+                        events.queue.put_nowait(_DONE)
 
             task = asyncio.create_task(run(), name="admin-job")
             try:
@@ -158,6 +181,15 @@ class AdminJobs:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _attribute(value: object) -> str | int | float | bool | list[str]:
+    """A span event's attribute: what OpenTelemetry takes as is, else its JSON."""
+    if isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return list(value)
+    return json.dumps(value, default=str)
 
 
 def _line(event: object) -> bytes:

@@ -119,6 +119,6 @@ def create_app(container: Container | None = None) -> Litestar:
     )
     # Outside Litestar's router and exception handling, so every request (unknown routes too) gets
     # a request ID, a log line and metrics with its final status.
-    app.asgi_handler = ObservedRequests(app.asgi_handler, container.metrics())
+    app.asgi_handler = ObservedRequests(app.asgi_handler, container.metrics(), container.tracer())
     document_object_routes(app)
     return app

@@ -1,4 +1,5 @@
-"""Around the whole app: a request ID in and out, metrics, and one access log line per request."""
+"""Around the whole app: a request ID in and out, metrics, one access log line per request, and
+(with tracing on) the request's server span."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import itertools
 import logging
 import time
 import uuid
+from contextvars import Token
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from entrypoints.observability.metrics import GatewayMetrics
 from entrypoints.observability.request_facts import RequestFacts
@@ -19,14 +25,18 @@ access_logger = logging.getLogger("gateway.access")
 REQUEST_ID_HEADER = "x-request-id"
 CLIENT_CLOSED_REQUEST = 499
 _MAX_REQUEST_ID_LENGTH = 128
+_PROPAGATOR = TraceContextTextMapPropagator()
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
 class ObservedRequests:
-    """ASGI wrapper: request ID in and out, metrics, and one access log line per request."""
+    """ASGI wrapper: request ID in and out, metrics, and one access log line per request; with a
+    tracer, a server span per request that continues the client's W3C ``traceparent``."""
 
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, tracer: Tracer | None = None) -> None:
         self._app = app
         self._metrics = metrics
+        self._tracer = tracer
         # Unique without a uuid4 per request: a random prefix per process, then a counter.
         prefix = uuid.uuid4().hex[:16]
         self._request_ids = (f"{prefix}{number:016x}" for number in itertools.count(1))
@@ -43,6 +53,7 @@ class ObservedRequests:
         scope["state"][RequestFacts.KEY] = facts
         status = 500
         received = sent = 0
+        traced = None if self._tracer is None else _start_span(self._tracer, scope, facts)
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -69,6 +80,8 @@ class ObservedRequests:
             # nginx's convention: 499 when the client closed before the answer was complete.
             if facts.client_closed:
                 status = CLIENT_CLOSED_REQUEST
+            if traced is not None:
+                _end_span(*traced, scope, facts, status, received, sent)
             self._metrics.observe(
                 scope,
                 facts=facts,
@@ -97,8 +110,65 @@ class ObservedRequests:
                     # With GATEWAY_REPLICAS above 1: the copies a write reached, or the replicas
                     # a read compared.
                     "replicas": facts.replicas,
+                    "trace_id": facts.trace_id,
                 },
             )
+
+
+def _start_span(
+    tracer: Tracer, scope: Scope, facts: RequestFacts
+) -> tuple[Span, Token[otel_context.Context]]:
+    """The request's server span, a child of the client's trace when it sent one, made current
+    so that node requests become its children."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+        if name.lower() in _TRACE_HEADERS
+    }
+    parent = _PROPAGATOR.extract(carrier) if carrier else None
+    method = str(scope.get("method", ""))
+    span = tracer.start_span(
+        method,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={
+            "http.request.method": method,
+            "url.path": str(scope.get("path", "")),
+            "gateway.request_id": facts.request_id,
+        },
+    )
+    facts.trace_id = format(span.get_span_context().trace_id, "032x")
+    return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+
+def _end_span(  # noqa: PLR0917 - what the request came to
+    span: Span,
+    token: Token[otel_context.Context],
+    scope: Scope,
+    facts: RequestFacts,
+    status: int,
+    received: int,
+    sent: int,
+) -> None:
+    route = facts.route or str(scope.get("path_template") or "unmatched")
+    span.update_name(f"{scope.get('method', '')} {route}")
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    span.set_attribute("gateway.bytes_in", received)
+    span.set_attribute("gateway.bytes_out", sent)
+    for name, value in (
+        ("gateway.object_id", facts.object_id),
+        ("gateway.node", facts.node),
+        ("gateway.replicas", facts.replicas),
+    ):
+        if value is not None:
+            span.set_attribute(name, value)
+    if facts.from_fallback:
+        span.set_attribute("gateway.fallback", True)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
+    otel_context.detach(token)
 
 
 def _request_id_of(scope: Scope) -> str | None:

@@ -27,6 +27,7 @@ _LOG_FIELDS = (
     "duration_ms",
     "fallback",
     "replicas",
+    "trace_id",
 )
 
 

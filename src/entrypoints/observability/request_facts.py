@@ -29,6 +29,8 @@ class RequestFacts:
         self.from_fallback = False
         # Replicated IDs only: the copies a write reached, or the replicas a read compared.
         self.replicas: int | None = None
+        # With tracing on: the request's trace, for its log line.
+        self.trace_id: str | None = None
 
     @classmethod
     def of(cls, state: MutableMapping[str, Any]) -> RequestFacts | None:
