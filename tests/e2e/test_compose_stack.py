@@ -130,6 +130,14 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             "the gateway to find the nodes without a restart",
             ignoring=CONNECTION_ERRORS,
         )
+        # Each node joins once its server answers (one may take longer than the others): the
+        # tests below place IDs on all three.
+        wait_for(
+            lambda: [n["state"] for n in http.get("/health/ready").json()["nodes"]] == ["up"] * 3,
+            60,
+            "all three nodes to be members",
+            ignoring=CONNECTION_ERRORS,
+        )
         yield stack
     finally:
         http.close()
