@@ -87,9 +87,14 @@ class Fleet:
         clock: Callable[[], float] = time.monotonic,
         first_wait_seconds: float = 5.0,
         marks_wait_seconds: float = 2.0,
+        on_answer: Callable[[str], None] | None = None,
     ) -> None:
         self._discovery = discovery
         self._marks = marks
+        # Told of each member that answered the periodic probe of its drain mark: a node that
+        # answers is reachable, so its breaker may close without waiting for a client's request
+        # (with replicas, a resting node gets none: reads and writes pass it over).
+        self._on_answer = on_answer
         self._marks_wait_seconds = marks_wait_seconds
         self._virtual_nodes = virtual_nodes
         self._clock = clock
@@ -250,6 +255,8 @@ class Fleet:
             except (GatewayError, TimeoutError):
                 return known.get(node.name)
             answered.add(node.name)
+            if self._on_answer is not None:
+                self._on_answer(node.name)
             return state
 
         states = await asyncio.gather(*(mark_of(node) for node in nodes))

@@ -146,6 +146,7 @@ class Container(containers.DeclarativeContainer):
         marks=object_storage,
         virtual_nodes=settings.provided.virtual_nodes,
         first_wait_seconds=settings.provided.docker_timeout_seconds,
+        on_answer=breakers.provided.record_success,
     )
     fleet_watcher = providers.Singleton(
         FleetWatcher,

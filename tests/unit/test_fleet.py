@@ -4,6 +4,7 @@ import pytest
 
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
+from domain.circuit_breaker import NodeBreakers
 from domain.errors import DiscoveryUnavailable, NodeUnavailable, NoNodesAvailable
 from domain.node import Node, NodeState
 from domain.object_id import ObjectId
@@ -228,5 +229,27 @@ def test_a_member_back_up_counts_as_down_until_its_server_answers() -> None:
         storage.unreachable_nodes = {"node-2"}
         await fleet.refresh_drain_marks()
         assert (await fleet.membership()).nodes["node-2"].is_up
+
+    asyncio.run(scenario())
+
+
+def test_a_member_that_answers_the_periodic_probe_is_no_longer_resting() -> None:
+    """With replicas, reads and writes pass a resting node over, so no client request would ever
+    probe it again: the fleet's own probe closes its breaker once it answers."""
+    discovery = FakeNodeDiscovery(nodes=[make_node("node-1"), make_node("node-2")])
+    storage = InMemoryObjectStorage()
+    breakers = NodeBreakers(failure_threshold=1, cooldown_seconds=60)
+    fleet = Fleet(discovery, storage, virtual_nodes=64, on_answer=breakers.record_success)
+
+    async def scenario() -> None:
+        await fleet.refresh()
+        breakers.record_failure("node-1")
+        storage.unreachable_nodes = {"node-1"}
+        await fleet.refresh_drain_marks()
+        assert breakers.resting("node-1")
+        storage.unreachable_nodes = set()
+        await fleet.refresh_drain_marks()
+        assert not breakers.resting("node-1")
+        assert not breakers.state("node-1").open
 
     asyncio.run(scenario())
