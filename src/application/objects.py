@@ -195,6 +195,17 @@ class ObjectLookup:
         answers = await asyncio.gather(*(ask(node) for node in nodes if node.is_up))
         return [found for found in answers if found is not None]
 
+    async def open(
+        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None = None
+    ) -> StoredObject:
+        """The object on ``node``, opened for reading; its version moves this gateway's clock.
+
+        The node's place in its cap is given back once its answer has arrived: the body then
+        moves at the client's pace (and a node that stalls mid-body meets the idle timeout)."""
+        stored = await self.access.call(node, lambda: self.storage.get(node, object_id, byte_range))
+        self.clock.observe(stored.info.version)
+        return stored
+
     async def head_or_none(self, node: Node, object_id: ObjectId) -> ObjectInfo | None:
         try:
             info = await self.access.call(node, lambda: self.storage.head(node, object_id))
@@ -250,7 +261,7 @@ class GetObject:
         if not placement.compare_all:
             # The owner answers almost every read: the others are asked only when it has nothing.
             try:
-                stored = await self._open(owner, object_id, byte_range)
+                stored = await self._lookup.open(owner, object_id, byte_range)
             except ObjectNotFound:
                 pass
             else:
@@ -262,24 +273,12 @@ class GetObject:
         if found is None or found.info.deleted:
             raise _missing(owner)
         try:
-            stored = await self._open(found.node, object_id, byte_range)
+            stored = await self._lookup.open(found.node, object_id, byte_range)
         except ObjectNotFound:
             raise _missing(owner) from None  # deleted since it was found
         return RetrievedObject(
             await _unless_deleted(stored, owner), found.node, from_fallback=found.node is not owner
         )
-
-    async def _open(
-        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None
-    ) -> StoredObject:
-        # The node's place in its cap is given back once its answer has arrived: the body then
-        # moves at the client's pace (and a node that stalls mid-body meets the idle timeout).
-        lookup = self._lookup
-        stored = await lookup.access.call(
-            node, lambda: lookup.storage.get(node, object_id, byte_range)
-        )
-        lookup.clock.observe(stored.info.version)
-        return stored
 
 
 async def _unless_deleted(stored: StoredObject, owner: Node) -> StoredObject:

@@ -114,7 +114,9 @@ class Replicas:
                 replicas,
                 need,
                 tolerant=tolerant,
-                opener=(lambda node: self._open(node, object_id, byte_range)) if body else None,
+                opener=(lambda node: self._lookup.open(node, object_id, byte_range))
+                if body
+                else None,
                 opened=opened,
             )
             asked = {node.name for node, _ in answers}
@@ -143,7 +145,7 @@ class Replicas:
             if body and best is not None and not best.info.deleted:
                 stored = opened.pop(best.node.name, None)
                 if stored is None or stored.info.rank != best.info.rank:
-                    stored = await self._open(best.node, object_id, byte_range)
+                    stored = await self._lookup.open(best.node, object_id, byte_range)
         finally:
             for unused in opened.values():
                 await unused.close()
@@ -220,16 +222,6 @@ class Replicas:
             )
         order = {node.name: index for index, node in enumerate(replicas)}
         return sorted(answers, key=lambda answer: order[answer[0].name])
-
-    async def _open(
-        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None
-    ) -> StoredObject:
-        lookup = self._lookup
-        stored = await lookup.access.call(
-            node, lambda: lookup.storage.get(node, object_id, byte_range)
-        )
-        lookup.clock.observe(stored.info.version)
-        return stored
 
     # -- writes -----------------------------------------------------------------------------
 
