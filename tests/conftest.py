@@ -21,6 +21,21 @@ from tests.integration.support import (
     start_node,
 )
 
+_FIGURES: dict[str, str] = {}
+
+
+@pytest.fixture
+def figures() -> dict[str, str]:
+    """What a reliability or multi-host test measured, printed at the end of the run."""
+    return _FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures")
+        for name, value in sorted(_FIGURES.items()):
+            terminalreporter.write_line(f"{name}: {value}")
+
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:

@@ -309,17 +309,23 @@ def test_with_three_copies_a_host_killed_under_load_costs_nothing_and_repair_ref
                         statuses[response.status_code] += 1
                         if response.is_success:
                             acknowledged[object_id] = body
+                        else:
+                            failures.append(f"PUT {object_id}: {response.text}")
                     read = http.get(f"/object/{object_id}")
                     with lock:
                         statuses[read.status_code] += 1
-                        if read.is_success and read.content != acknowledged.get(object_id):
+                        if not read.is_success:
+                            failures.append(f"GET {object_id}: {read.text}")
+                        elif read.content != acknowledged.get(object_id):
                             failures.append(f"{object_id} read back wrong")
                 except httpx.TransportError as exc:
                     with lock:
                         failures.append(f"{object_id}: {exc!r}")
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        running = [pool.submit(client, number) for number in range(4)]
+    # Three clients: the three hosts, their nodes and gateways and the clients share the CI
+    # machine's two cores; more would measure that machine rather than the gateway.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        running = [pool.submit(client, number) for number in range(3)]
         time.sleep(8)
         before_kill = sum(statuses.values())
         cluster.hosts[3].kill()
@@ -327,8 +333,8 @@ def test_with_three_copies_a_host_killed_under_load_costs_nothing_and_repair_ref
         stop.set()
         for future in running:
             future.result(timeout=120)
+    assert not failures, (statuses, failures[:10])
     assert set(statuses) <= {200, 201}, statuses
-    assert not failures, failures[:10]
     assert sum(statuses.values()) - before_kill > 50, "too few requests after the kill"
 
     # Host 3 is gone for good; host 4, empty, takes its place (and its node's label).
@@ -377,7 +383,7 @@ def test_with_three_copies_a_host_killed_under_load_costs_nothing_and_repair_ref
         for object_id, body in acknowledged.items():
             assert http.get(f"/object/{object_id}").content == body
     total = sum(statuses.values())
-    figures["N=3, host 3 killed under load (4 clients)"] = (
+    figures["N=3, host 3 killed under load (3 clients)"] = (
         f"{total} requests ({total - before_kill} after the kill), all 2xx, "
         f"{len(acknowledged)} objects all read back; repair onto an empty host 4 in "
         f"{repair_seconds:.1f} s, three copies of each"

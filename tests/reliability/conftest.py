@@ -1,29 +1,14 @@
 """The reliability suite: faults injected into real nodes, a real Docker daemon, real sockets.
 
-Each test records what it measured in ``figures``; the figures are printed at the end of the run
-(the README's "Reliability" section quotes them). Every loop is bounded in count and time.
+Each test records what it measured in ``figures`` (tests/conftest.py); the figures are printed at
+the end of the run (the README's "Reliability" section quotes them). Every loop is bounded in count
+and time.
 """
 
 from __future__ import annotations
 
 import resource
 from pathlib import Path
-
-import pytest
-
-_FIGURES: dict[str, str] = {}
-
-
-@pytest.fixture
-def figures() -> dict[str, str]:
-    return _FIGURES
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _FIGURES:
-        terminalreporter.section("reliability figures")
-        for name, value in sorted(_FIGURES.items()):
-            terminalreporter.write_line(f"{name}: {value}")
 
 
 def rss_mib() -> float:
