@@ -40,6 +40,9 @@ def test_readiness_fails_when_no_node_can_serve(client: TestClient, harness: Har
 
 
 def test_readiness_shows_a_resting_node(client: TestClient, harness: Harness) -> None:
+    # Unreachable, as a resting node is: the fleet's periodic probe, which closes the breaker of
+    # a node that answers, must not find it well in between.
+    harness.storage.unreachable_nodes = {"node-2"}
     breakers = harness.container.breakers()
     for _ in range(harness.container.settings().breaker_failure_threshold):
         breakers.record_failure("node-2")
