@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Sequence
 from application.copies import head_or_none
 from application.fleet import Fleet
 from application.node_access import NodeAccess
-from domain.errors import GatewayError, NodeUnavailable
+from domain.errors import GatewayError, InvalidObjectId, NodeUnavailable
 from domain.listing import ListingEntry, ListingPage, ListingQuery
 from domain.node import Node
 from domain.object_id import ObjectId
@@ -110,9 +110,10 @@ class ListObjects:
             async for key, copies in listing:
                 if query.past_the_prefix(key):
                     break
-                if not query.wants(key) or not _is_object_id(key):
+                object_id = _object_id_or_none(key) if query.wants(key) else None
+                if object_id is None:
                     continue  # a node that ignores prefix or start-after; the drain mark
-                entry = await self._newest(ObjectId(key), copies)
+                entry = await self._newest(object_id, copies)
                 if entry is None:
                     continue
                 if len(entries) == query.limit:
@@ -142,12 +143,11 @@ class ListObjects:
         return ListingEntry(object_id.value, newest.size, newest.etag, newest.last_modified)
 
 
-def _is_object_id(key: str) -> bool:
+def _object_id_or_none(key: str) -> ObjectId | None:
     try:
-        ObjectId(key)
-    except GatewayError:
-        return False
-    return True
+        return ObjectId(key)
+    except InvalidObjectId:
+        return None
 
 
 def _listed_time(listed: ListedObject) -> float:

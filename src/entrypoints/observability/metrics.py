@@ -147,6 +147,37 @@ class _FleetCollector(Collector):
         )
 
 
+# The replicas' counters: metric, help text, ReplicaCounts field.
+_REPLICA_COUNTERS = (
+    (
+        "gateway_degraded_writes",
+        "Writes acknowledged with fewer copies than GATEWAY_REPLICAS (no node to hand off to).",
+        "degraded_writes",
+    ),
+    (
+        "gateway_handoff_copies",
+        "Copies written to a node in place of a replica that could not take them.",
+        "handoff_copies",
+    ),
+    (
+        "gateway_quorum_refusals",
+        "Requests answered 503 because fewer replicas than the quorum could take part.",
+        "quorum_refusals",
+    ),
+    (
+        "gateway_superseded_writes",
+        "Writes dropped before committing: a concurrent, later write to the ID came first.",
+        "superseded_writes",
+    ),
+    (
+        "gateway_late_replica_failures",
+        "Copies that failed after their write was acknowledged at the write quorum (the "
+        "repair command restores them).",
+        "late_failures",
+    ),
+)
+
+
 class _ReplicationCollector(Collector):
     """What replication did (GATEWAY_REPLICAS above 1; all zero with one copy per ID)."""
 
@@ -156,32 +187,10 @@ class _ReplicationCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         counts = None if self._replicas is None else self._replicas.counts
-        yield CounterMetricFamily(
-            "gateway_degraded_writes",
-            "Writes acknowledged with fewer copies than GATEWAY_REPLICAS (no node to hand off to).",
-            0 if counts is None else counts.degraded_writes,
-        )
-        yield CounterMetricFamily(
-            "gateway_handoff_copies",
-            "Copies written to a node in place of a replica that could not take them.",
-            0 if counts is None else counts.handoff_copies,
-        )
-        yield CounterMetricFamily(
-            "gateway_quorum_refusals",
-            "Requests answered 503 because fewer replicas than the quorum could take part.",
-            0 if counts is None else counts.quorum_refusals,
-        )
-        yield CounterMetricFamily(
-            "gateway_superseded_writes",
-            "Writes dropped before committing: a concurrent, later write to the ID came first.",
-            0 if counts is None else counts.superseded_writes,
-        )
-        yield CounterMetricFamily(
-            "gateway_late_replica_failures",
-            "Copies that failed after their write was acknowledged at the write quorum (the "
-            "repair command restores them).",
-            0 if counts is None else counts.late_failures,
-        )
+        for name, description, field in _REPLICA_COUNTERS:
+            yield CounterMetricFamily(
+                name, description, 0 if counts is None else getattr(counts, field)
+            )
         repairs = CounterMetricFamily(
             "gateway_read_repairs",
             "Read repairs, by outcome: scheduled, repaired (copies), failed (copies), dropped "
