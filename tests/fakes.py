@@ -9,20 +9,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from domain.errors import (
+    CopyMismatch,
     DiscoveryUnavailable,
     GatewayError,
     IncompleteBody,
     NodeUnreachable,
     ObjectNotFound,
-    PreconditionFailed,
     RangeNotSatisfiable,
 )
-from domain.node import Credentials, DrainState, Node, NodeState
+from domain.leases import LeaseClaim
+from domain.node import Credentials, DrainState, Node, NodeMarks, NodeState
 from domain.object_id import ObjectId
-from domain.objects import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
+from domain.objects import (
+    ByteRange,
+    ObjectInfo,
+    StoredObject,
+    StoredVersion,
+    VersionKind,
+    moment_of,
+)
 from domain.versions import Version
-
-DRAIN_MARK = ".gateway/draining"
 
 
 def make_node(name: str, state: NodeState = NodeState.UP, host: str | None = "10.0.0.1") -> Node:
@@ -87,20 +93,42 @@ class FakeNodeDiscovery:
 
 
 @dataclass
-class _Stored:
+class _Record:
+    """One version of an ID on one node."""
+
     data: bytes
     content_type: str
-    last_modified: datetime
-    version: Version | None = None
-    deleted: bool = False
+    version: Version
+    kind: VersionKind
+    stored_at: datetime
+    legacy: bool = False
+
+    @property
+    def deleted(self) -> bool:
+        return self.kind is VersionKind.TOMBSTONE
+
+    @property
+    def etag(self) -> str:
+        return hashlib.md5(self.data).hexdigest()
+
+    @property
+    def stored(self) -> StoredVersion:
+        return StoredVersion(
+            self.version,
+            self.kind,
+            len(self.data),
+            self.etag,
+            legacy=self.legacy,
+            stored_at=self.stored_at.timestamp(),
+        )
 
     @property
     def info(self) -> ObjectInfo:
         return ObjectInfo(
             size=len(self.data),
             content_type=self.content_type,
-            etag=hashlib.md5(self.data).hexdigest(),
-            last_modified=self.last_modified,
+            etag=self.etag,
+            last_modified=moment_of(self.version),
             version=self.version,
             deleted=self.deleted,
         )
@@ -108,29 +136,43 @@ class _Stored:
 
 @dataclass
 class InMemoryObjectStorage:
-    objects: dict[tuple[str, str], _Stored] = field(default_factory=dict)
+    """Nodes' buckets in memory: every version of an ID a record of its own, as on real nodes."""
+
+    # (node, ID) -> the records of that ID on that node.
+    records: dict[tuple[str, str], list[_Record]] = field(default_factory=dict)
     unreachable_nodes: set[str] = field(default_factory=set)
     open_reads: int = 0
-    # When set, HEAD waits for it: lets a test hold the existence check of a PUT.
+    # When set, listings of an ID's versions wait for it: lets a test hold a PUT's lookup.
     head_released: asyncio.Event | None = None
     # When set, writes fail as if the node refused something in the request.
     refuse_writes_with: GatewayError | None = None
     events: list[str] = field(default_factory=list)
-    # Nodes that ignore If-None-Match / If-Match (as the stand-in does); others honour them.
-    ignores_conditions: bool = False
-    # Each write is stamped one second after the previous: Last-Modified orders them.
+    # Each write is stamped one second after the previous (when the node stored it).
     clock: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     # Called before a write commits, to let a test interleave another writer.
     before_commit: Callable[[str, str], Awaitable[None]] | None = None
-    # Nodes marked to be drained (the DrainMarks port).
-    marks: dict[str, DrainState] = field(default_factory=dict)
+    # Nodes marked to be drained, and nodes known to hold nothing under the old layout.
+    drain_marks: dict[str, DrainState] = field(default_factory=dict)
+    migrated: set[str] = field(default_factory=set)
+    # Claims on leases, by (node, lease).
+    claims_held: dict[tuple[str, str], list[LeaseClaim]] = field(default_factory=dict)
     # Nodes whose writes fail (unreachable) after taking this many chunks of the body.
     fail_after_chunks: dict[str, int] = field(default_factory=dict)
     # Requests made, as "METHOD node id": which nodes a use case asked.
     requests: list[str] = field(default_factory=list)
-    # Nodes listed (one entry per listing opened), and nodes whose listing fails after starting.
+    # Nodes walked (one entry per walk opened), and nodes whose walk fails after starting.
     listings: list[str] = field(default_factory=list)
     unlistable_after: set[str] = field(default_factory=set)
+    # Called before a delete (node, ID) and before a read is opened (node, ID): a test interleaves
+    # another gateway's work there.
+    before_delete: Callable[[str, str], Awaitable[None]] | None = None
+    before_get: Callable[[str, str], Awaitable[None]] | None = None
+    # Nodes whose reads hand over damaged bytes (a flipped bit on the way), and nodes whose drain
+    # marks cannot be read (the mark's request times out) while everything else works.
+    corrupt_reads: set[str] = field(default_factory=set)
+    marks_unreadable: set[str] = field(default_factory=set)
+
+    # -- what tests set up and look at ------------------------------------------------------
 
     def store(
         self,
@@ -142,34 +184,127 @@ class InMemoryObjectStorage:
         version: Version | None = None,
         deleted: bool = False,
     ) -> None:
-        """Place an object directly, as if written there earlier (a misplaced copy, say); without
-        ``version``, as an object written before versions."""
+        """Place a version directly, as if written there earlier (a misplaced copy, say);
+        without ``version``, as an object written under the old layout, before versions."""
         self.clock += timedelta(seconds=1)
-        self.objects[(node, object_id)] = _Stored(data, content_type, self.clock, version, deleted)
+        legacy = version is None
+        if version is None:
+            version = Version.of_unversioned(self.clock)
+            # The old layout kept one object per ID: it replaces the one there.
+            self.records[(node, object_id)] = [
+                r for r in self.records.get((node, object_id), []) if not r.legacy
+            ]
+        kind = VersionKind.TOMBSTONE if deleted else VersionKind.DATA
+        record = _Record(data, content_type, version, kind, self.clock, legacy)
+        self._keep(node, object_id, record)
 
-    async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
+    @property
+    def objects(self) -> dict[tuple[str, str], _Record]:
+        """What each node holds of each ID as a read sees it: its newest committed version."""
+        current: dict[tuple[str, str], _Record] = {}
+        for key, records in self.records.items():
+            committed = [r for r in records if r.kind is not VersionKind.PENDING]
+            if committed:
+                current[key] = max(committed, key=lambda record: record.version)
+        return current
+
+    def versions_of(self, node: str, object_id: str) -> list[StoredVersion]:
+        return sorted(record.stored for record in self.records.get((node, object_id), []))
+
+    def node_of(self, object_id: str) -> list[str]:
+        """The nodes that hold something committed of the ID."""
+        return sorted(name for name, stored_id in self.objects if stored_id == object_id)
+
+    def _keep(self, node: str, object_id: str, record: _Record) -> None:
+        records = self.records.setdefault((node, object_id), [])
+        records[:] = [
+            r for r in records if not (r.version == record.version and r.kind is record.kind)
+        ]
+        records.append(record)
+        records.sort(key=lambda r: (r.version, r.kind))
+
+    def _find(self, node: str, object_id: str, stored: StoredVersion) -> _Record | None:
+        for record in self.records.get((node, object_id), []):
+            if (
+                record.version == stored.version
+                and record.kind is stored.kind
+                and record.legacy == stored.legacy
+            ):
+                return record
+        return None
+
+    # -- the ObjectStorage port -------------------------------------------------------------
+
+    async def versions(
+        self, node: Node, object_id: ObjectId, *, legacy: bool = False
+    ) -> list[StoredVersion]:
         self._check_reachable(node)
-        self.requests.append(f"HEAD {node.name} {object_id.value}")
+        self.requests.append(f"LIST {node.name} {object_id.value}")
         if self.head_released is not None:
             await self.head_released.wait()
-        self.events.append(f"head {object_id.value}")
-        stored = self.objects.get((node.name, object_id.value))
-        if stored is None:
-            raise ObjectNotFound("no object is stored under this ID")
-        return stored.info
+        self.events.append(f"list {object_id.value}")
+        return [
+            stored
+            for stored in self.versions_of(node.name, object_id.value)
+            if legacy or not stored.legacy
+        ]
+
+    async def head(self, node: Node, object_id: ObjectId, stored: StoredVersion) -> ObjectInfo:
+        self._check_reachable(node)
+        self.requests.append(f"HEAD {node.name} {object_id.value}")
+        record = self._find(node.name, object_id.value, stored)
+        if record is None:
+            raise ObjectNotFound("no such version")
+        return record.info
+
+    async def open(
+        self,
+        node: Node,
+        object_id: ObjectId,
+        stored: StoredVersion,
+        byte_range: ByteRange | None = None,
+    ) -> StoredObject:
+        self._check_reachable(node)
+        self.requests.append(f"GET {node.name} {object_id.value}")
+        if self.before_get is not None:
+            await self.before_get(node.name, object_id.value)
+        record = self._find(node.name, object_id.value, stored)
+        if record is None:
+            raise ObjectNotFound("no such version")
+        data = record.data
+        content_range = None
+        if byte_range is not None:
+            content_range = byte_range.resolve(len(data))
+            if content_range is None:
+                raise RangeNotSatisfiable("beyond the object", len(data))
+            data = data[content_range[0] : content_range[1] + 1]
+        if node.name in self.corrupt_reads and data:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        self.open_reads += 1
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), 4096):
+                yield data[start : start + 4096]
+
+        async def close() -> None:
+            self.open_reads -= 1
+
+        return StoredObject(
+            info=record.info, chunks=chunks(), close=close, content_range=content_range
+        )
 
     async def put(
         self,
         node: Node,
         object_id: ObjectId,
+        version: Version,
+        kind: VersionKind,
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str,
         *,
-        version: Version,
-        deleted: bool = False,
-        condition: WriteCondition | None = None,
-    ) -> ObjectInfo:
+        content_md5: str | None = None,
+    ) -> StoredVersion:
         self._check_reachable(node)
         if self.refuse_writes_with is not None:
             raise self.refuse_writes_with
@@ -183,88 +318,104 @@ class InMemoryObjectStorage:
         data = b"".join(chunks)
         if length is not None and len(data) != length:
             raise IncompleteBody(f"the body ended after {len(data)} of {length} bytes")
+        if content_md5 is not None and hashlib.md5(data).hexdigest() != content_md5:
+            raise CopyMismatch("the bytes do not match their checksum (fake)")
         if self.before_commit is not None:
             await self.before_commit(node.name, object_id.value)
-        current = self.objects.get((node.name, object_id.value))
-        if condition is not None and not self.ignores_conditions:
-            if condition.only_if_absent and current is not None:
-                raise PreconditionFailed("the object exists")
-            if condition.only_if_etag is not None and (
-                current is None or current.info.etag != condition.only_if_etag
-            ):
-                raise PreconditionFailed("the object changed")
-        self.store(node.name, object_id.value, data, content_type, version=version, deleted=deleted)
-        return self.objects[(node.name, object_id.value)].info
-
-    async def delete(self, node: Node, object_id: ObjectId) -> None:
         self._check_reachable(node)
+        self.clock += timedelta(seconds=1)
+        record = _Record(data, content_type, version, kind, self.clock)
+        self._keep(node.name, object_id.value, record)
+        return record.stored
+
+    async def promote(
+        self, node: Node, object_id: ObjectId, pending: StoredVersion
+    ) -> StoredVersion:
+        self._check_reachable(node)
+        self.requests.append(f"COPY {node.name} {object_id.value}")
+        record = self._find(node.name, object_id.value, pending)
+        if record is None:
+            raise ObjectNotFound("no such pending version")
+        self.clock += timedelta(seconds=1)
+        data = _Record(
+            record.data, record.content_type, record.version, VersionKind.DATA, self.clock
+        )
+        self._keep(node.name, object_id.value, data)
+        return data.stored
+
+    async def remove(self, node: Node, object_id: ObjectId, stored: StoredVersion) -> None:
+        self._check_reachable(node)
+        if self.before_delete is not None:
+            await self.before_delete(node.name, object_id.value)
         self.events.append(f"delete {node.name} {object_id.value}")
-        self.objects.pop((node.name, object_id.value), None)
-
-    async def list_objects(
-        self, node: Node, *, prefix: str = "", start_after: str = ""
-    ) -> AsyncIterator[ListedObject]:
-        self._check_reachable(node)
-        listed = [
-            ListedObject(name, stored.info.size, stored.info.etag, stored.info.last_modified)
-            for (holder, name), stored in self.objects.items()
-            if holder == node.name
+        self.requests.append(f"DELETE {node.name} {object_id.value}")
+        records = self.records.get((node.name, object_id.value), [])
+        records[:] = [
+            r
+            for r in records
+            if not (
+                r.version == stored.version and r.kind is stored.kind and r.legacy == stored.legacy
+            )
         ]
-        if node.name in self.marks:
-            listed.append(ListedObject(DRAIN_MARK, 10, "mark", None))
+        if not records:
+            self.records.pop((node.name, object_id.value), None)
+
+    async def walk(
+        self, node: Node, *, prefix: str = "", start_after: str = "", legacy: bool = False
+    ) -> AsyncIterator[tuple[str, StoredVersion]]:
+        self._check_reachable(node)
         self.listings.append(node.name)
-        for entry in sorted(listed, key=lambda entry: entry.name):
-            if entry.name.startswith(prefix) and entry.name > start_after:
+        held = sorted(
+            (object_id, record.stored)
+            for (holder, object_id), records in self.records.items()
+            if holder == node.name
+            for record in records
+            if legacy or not record.legacy
+        )
+        for object_id, stored in held:
+            if object_id.startswith(prefix) and object_id > start_after:
                 if node.name in self.unlistable_after:
                     raise NodeUnreachable(node.name, "the listing was cut")
-                yield entry
-
-    async def drain_state(self, node: Node) -> DrainState | None:
-        self._check_reachable(node)
-        return self.marks.get(node.name)
-
-    async def mark(self, node: Node, state: DrainState, note: str) -> None:
-        self._check_reachable(node)
-        self.marks[node.name] = state
-
-    async def unmark(self, node: Node) -> None:
-        self._check_reachable(node)
-        self.marks.pop(node.name, None)
-
-    async def get(
-        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None = None
-    ) -> StoredObject:
-        self._check_reachable(node)
-        self.requests.append(f"GET {node.name} {object_id.value}")
-        stored = self.objects.get((node.name, object_id.value))
-        if stored is None:
-            raise ObjectNotFound("no object is stored under this ID")
-        content_range = None
-        # As the S3 adapter reads one: a tombstone's metadata, none of its bytes.
-        data = b"" if stored.deleted else stored.data
-        if byte_range is not None and not stored.deleted:
-            content_range = byte_range.resolve(len(data))
-            if content_range is None:
-                raise RangeNotSatisfiable("beyond the object", len(data))
-            data = data[content_range[0] : content_range[1] + 1]
-        self.open_reads += 1
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for start in range(0, len(data), 4096):
-                yield data[start : start + 4096]
-
-        async def close() -> None:
-            self.open_reads -= 1
-
-        return StoredObject(
-            info=stored.info, chunks=chunks(), close=close, content_range=content_range
-        )
+                yield object_id, stored
 
     async def aclose(self) -> None:
         self.events.append("closed")
 
-    def node_of(self, object_id: str) -> list[str]:
-        return [name for name, stored_id in self.objects if stored_id == object_id]
+    # -- the NodeMarking and Leases ports ---------------------------------------------------
+
+    async def marks(self, node: Node) -> NodeMarks:
+        self._check_reachable(node)
+        if node.name in self.marks_unreadable:
+            raise NodeUnreachable(node.name, "its marks cannot be read (fake)")
+        return NodeMarks(self.marks_of(node.name), node.name in self.migrated)
+
+    def marks_of(self, name: str) -> DrainState | None:
+        return self.drain_marks.get(name)
+
+    async def mark(self, node: Node, state: DrainState, note: str) -> None:
+        self._check_reachable(node)
+        self.drain_marks[node.name] = state
+
+    async def unmark(self, node: Node) -> None:
+        self._check_reachable(node)
+        self.drain_marks.pop(node.name, None)
+
+    async def mark_migrated(self, node: Node) -> None:
+        self._check_reachable(node)
+        self.migrated.add(node.name)
+
+    async def claims(self, node: Node, lease: str) -> list[LeaseClaim]:
+        self._check_reachable(node)
+        return list(self.claims_held.get((node.name, lease), []))
+
+    async def claim(self, node: Node, lease: str, claim: LeaseClaim) -> None:
+        self._check_reachable(node)
+        self.claims_held.setdefault((node.name, lease), []).append(claim)
+
+    async def drop(self, node: Node, lease: str, claim: LeaseClaim) -> None:
+        self._check_reachable(node)
+        held = self.claims_held.get((node.name, lease), [])
+        held[:] = [c for c in held if c.version != claim.version]
 
     def _check_reachable(self, node: Node) -> None:
         if node.name in self.unreachable_nodes:

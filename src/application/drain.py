@@ -1,11 +1,16 @@
-"""Emptying a node so that it can be removed without losing anything, under load.
+"""Emptying a node so that it can be removed without losing anything, under load, whichever
+gateways take writes meanwhile.
 
-The intent is recorded on the node itself (``DrainMarks``), where every gateway reads it every
+The intent is recorded on the node itself (``NodeMarking``), where every gateway reads it every
 few seconds: each then places new writes as if the node were gone, and still reads from it. Once
-every gateway must have seen the mark, rebalance passes move everything off the node by version;
-once a listing of the node finds no object left (a write a gateway placed there before it saw the
-mark is moved by the next pass), the node is marked drained: gateways stop reading from it too,
-and once every gateway must have seen that, the drain says the node is safe to remove.
+every gateway must have seen the mark, rebalance passes move everything off the node by version.
+A write placed on the node before its gateway saw the mark may still be coming (a slow client's
+upload): it is acknowledged only if a read of the node's marks sent at most the ack window before
+it landed found none (``Fleet.confirm_placed``), else it is copied elsewhere first. So the drain's
+last look at the node waits until the ack window has passed since the mark: a listing then finds
+every version that any gateway acknowledged there. Once one finds none, the node is marked
+drained: gateways stop reading from it too, and once every gateway must have seen that, the drain
+says the node is safe to remove.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from application.fleet import Fleet
+from application.membership import Membership
 from application.rebalance import Rebalance, RebalanceReporter, RebalanceSummary
-from domain.errors import GatewayError, InvalidObjectId, InvalidRequest, NodeUnavailable
+from domain.errors import GatewayError, InvalidRequest, NodeUnavailable
 from domain.node import DrainState, Node
-from domain.object_id import ObjectId
-from domain.ports import DrainMarks, ObjectStorage
+from domain.ports import NodeMarking, ObjectStorage
 
 __all__ = ["Drain", "DrainReporter"]
 
@@ -42,13 +47,14 @@ class Drain:
     def __init__(
         self,
         fleet: Fleet,
-        marks: DrainMarks,
+        marks: NodeMarking,
         storage: ObjectStorage,
         rebalance: Callable[..., Rebalance],
         *,
         propagation_seconds: float,
         max_passes: int = 10,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fleet = fleet
         self._marks = marks
@@ -57,6 +63,7 @@ class Drain:
         self._propagation_seconds = propagation_seconds
         self._max_passes = max_passes
         self._sleep = sleep
+        self._monotonic = monotonic
 
     async def drain(self, node_name: str, reporter: DrainReporter) -> bool:
         """True once the node holds nothing and every gateway has stopped asking it anything;
@@ -69,26 +76,37 @@ class Drain:
         if not node.is_up:
             raise NodeUnavailable(node.name, "a node that is not running cannot be drained")
         if node_name in writable:
-            await self._mark(node, DrainState.DRAINING, reporter)
+            await self._marks.mark(node, DrainState.DRAINING, self._note(DrainState.DRAINING))
+        # Marked by now (by this run or an earlier one): the ack window counts from here.
+        marked_at = self._monotonic()
+        await self._propagate(node, DrainState.DRAINING, reporter)
         for done in range(1, self._max_passes + 1):
             membership = await self._fleet.membership()
             if node_name in writable - membership.draining - membership.drained:
                 raise InvalidRequest(f"{node_name} is no longer marked to be drained")
-            summary: RebalanceSummary = await self._rebalance(membership=membership).execute(
-                reporter
-            )
-            left = await self._objects_on(membership.nodes[node_name])
+            summary: RebalanceSummary = await self._rebalance().execute(reporter)
+            # The last look only once every write placed there before the mark was seen has
+            # been acknowledged (and is listed) or refused.
+            wait = marked_at + self._fleet.ack_window_seconds + 1 - self._monotonic()
+            if wait > 0:
+                reporter.waiting(wait)
+                await self._sleep(wait)
+            left = await self._objects_on(membership.nodes[node_name], membership)
             reporter.remaining(node_name, left, done)
             if left == 0 and summary.failed == 0:
                 # Empty: the gateways may stop asking it for reads too, and then it can go
                 # without a single request meeting it down.
-                await self._mark(node, DrainState.DRAINED, reporter)
+                await self._marks.mark(node, DrainState.DRAINED, self._note(DrainState.DRAINED))
+                await self._propagate(node, DrainState.DRAINED, reporter)
                 return True
         return False
 
-    async def _mark(self, node: Node, state: DrainState, reporter: DrainReporter) -> None:
-        note = f"{state.value} from {socket.gethostname()} at {time.time():.0f}"
-        await self._marks.mark(node, state, note)
+    @staticmethod
+    def _note(state: DrainState) -> str:
+        return f"{state.value} from {socket.gethostname()} at {time.time():.0f}"
+
+    async def _propagate(self, node: Node, state: DrainState, reporter: DrainReporter) -> None:
+        """Until every gateway must have read the mark."""
         await self._fleet.refresh_drain_marks()
         reporter.marked(node.name, state.value)
         reporter.waiting(self._propagation_seconds)
@@ -107,15 +125,17 @@ class Drain:
             )
         return node
 
-    async def _objects_on(self, node: Node) -> int:
+    async def _objects_on(self, node: Node, membership: Membership) -> int:
+        """Versions the node still holds (pending writes aside: one decided there is copied
+        elsewhere before it is acknowledged); -1 when it cannot be listed."""
         held = 0
+        walk = self._storage.walk(node, legacy=membership.holds_legacy(node))
         try:
-            async for listed in self._storage.list_objects(node):
-                try:
-                    ObjectId(listed.name)
-                except InvalidObjectId:
-                    continue  # the drain mark, or someone else's key
-                held += 1
+            async for _, stored in walk:
+                if stored.committed:
+                    held += 1
         except GatewayError:
             return -1
+        finally:
+            await walk.aclose()  # type: ignore[attr-defined]
         return held

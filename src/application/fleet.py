@@ -1,3 +1,17 @@
+"""The fleet as this gateway knows it: members from discovery, marks from the nodes themselves.
+
+Discovery says which nodes exist and where; each node's own marks say whether it is being drained
+(and whether it still holds objects under the old layout). Both are read again and again; a view
+is replaced whole, and a view read earlier never replaces one read later.
+
+A drain must never declare a node empty while a write there may still be acknowledged, whichever
+gateway took it and however slowly its body came. So a version a node committed counts as placed
+there only if a read of the node's marks, sent at most ``ack_window_seconds`` before the node
+answered the write, found no drain mark (``confirm_placed``); a drain waits that long after marking
+before its last look at the node. Otherwise the version must be put elsewhere before the write is
+acknowledged.
+"""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,54 +22,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from domain.errors import DiscoveryUnavailable, GatewayError, NodeUnavailable, NoNodesAvailable
+from application.membership import Membership
+from domain.errors import DiscoveryUnavailable, GatewayError, NodeUnavailable
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing
-from domain.node import DrainState, Node, NodeState
+from domain.node import DrainState, Node, NodeMarks, NodeState
 from domain.object_id import ObjectId
-from domain.ports import DrainMarks, NodeDiscovery
+from domain.ports import NodeDiscovery, NodeMarking
 
 __all__ = ["DiscoveryStatus", "Fleet", "Membership"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Membership:
-    """One consistent view of the fleet: the nodes by name, which of them are draining or drained,
-    and the rings built from those names.
-
-    ``ring`` places IDs on every member but the drained ones (which hold nothing): where an ID may
-    sit. ``write_ring`` leaves the draining nodes out too: where writes go, so that a draining
-    node takes no new object.
-    """
-
-    nodes: Mapping[str, Node]
-    ring: HashRing
-    write_ring: HashRing
-    draining: frozenset[str] = frozenset()
-    drained: frozenset[str] = frozenset()
-
-    def owner_of(self, object_id: ObjectId) -> Node:
-        """The node that takes the ID's writes, and answers for it first."""
-        if not self.write_ring.node_names and self.ring.node_names:
-            raise NoNodesAvailable("every storage node is draining")
-        return self.nodes[self.write_ring.owner(object_id)]
-
-    def write_walk(self, object_id: ObjectId, count: int) -> list[Node]:
-        """The first ``count`` distinct nodes of the ID's walk on the write ring: its replicas,
-        then the nodes a write hands off to when one of them cannot take it."""
-        return [self.nodes[name] for name in self.write_ring.preference_list(object_id, count)]
-
-    def preference_of(self, object_id: ObjectId, count: int) -> list[Node]:
-        """Where the ID may be stored: its owner, then up to ``count - 1`` distinct successors on
-        the write ring, then any node of the first ``count`` on the whole ring not yet named (a
-        draining node holds what it was written before its drain)."""
-        names = self.write_ring.preference_list(object_id, count)
-        if self.draining:
-            names += [
-                name for name in self.ring.preference_list(object_id, count) if name not in names
-            ]
-        return [self.nodes[name] for name in names]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +57,13 @@ class Fleet:
     def __init__(
         self,
         discovery: NodeDiscovery,
-        marks: DrainMarks,
+        marks: NodeMarking,
         *,
         virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
         clock: Callable[[], float] = time.monotonic,
         first_wait_seconds: float = 5.0,
         marks_wait_seconds: float = 2.0,
+        ack_window_seconds: float = 10.0,
         on_answer: Callable[[str], None] | None = None,
     ) -> None:
         self._discovery = discovery
@@ -96,7 +73,13 @@ class Fleet:
         # (with replicas, a resting node gets none: reads and writes pass it over).
         self._on_answer = on_answer
         self._marks_wait_seconds = marks_wait_seconds
+        self.ack_window_seconds = ack_window_seconds
         self._virtual_nodes = virtual_nodes
+        # Each node's latest answered marks, and when that read was sent (this clock).
+        self._seen: dict[str, tuple[float, NodeMarks]] = {}
+        # Views are numbered as they start to be read; one read earlier never replaces a later.
+        self._views_started = 0
+        self._view_applied = 0
         self._clock = clock
         self._membership: Membership | None = None
         # What discovery found last; the names let into the fleet; newcomers not answering yet.
@@ -143,10 +126,6 @@ class Fleet:
         if not node.is_up:
             raise NodeUnavailable(node.name, "the node is not running")
         return node
-
-    async def preference_of(self, object_id: ObjectId, count: int) -> list[Node]:
-        """Where ``object_id`` belongs and may have been before membership changed; up or down."""
-        return (await self.membership()).preference_of(object_id, count)
 
     async def refresh(self) -> None:
         """Ask discovery for the members now. A failure is recorded and raised.
@@ -197,7 +176,12 @@ class Fleet:
         serve, where they were. A member that restarts is another matter: it holds its IDs'
         objects, so it stays on the ring, down, until it answers (``_until_it_answers``).
         """
-        drains, answered = await self._drains_among(nodes)
+        self._views_started += 1
+        view = self._views_started
+        drains, migrated, answered = await self._marks_among(nodes)
+        if view < self._view_applied:
+            return  # a view read after this one is in place already
+        self._view_applied = view
         if self._membership is None:
             self._admitted.update(node.name for node in nodes)
         for node in nodes:
@@ -218,10 +202,11 @@ class Fleet:
         if (
             current is not None
             and drains == _drains_of(current)
+            and migrated == current.migrated
             and dict(current.nodes) == {node.name: node for node in members}
         ):
             return
-        self._membership = self._membership_of(members, drains)
+        self._membership = self._membership_of(members, drains, migrated)
 
     @staticmethod
     def _until_it_answers(node: Node, current: Membership | None, answered: set[str]) -> Node:
@@ -239,29 +224,75 @@ class Fleet:
             return dataclasses.replace(node, state=NodeState.DOWN)
         return node
 
-    async def _drains_among(self, nodes: Sequence[Node]) -> tuple[dict[str, DrainState], set[str]]:
-        """The nodes marked to be drained and how far, and the nodes that answered. A node that
-        cannot be asked keeps what it was known to be (nothing, for a node not seen before): a
-        node down takes no writes."""
-        known = _drains_of(self._membership) if self._membership is not None else {}
+    async def _marks_among(
+        self, nodes: Sequence[Node]
+    ) -> tuple[dict[str, DrainState], frozenset[str], set[str]]:
+        """The nodes marked to be drained and how far, the nodes known to hold nothing under the
+        old layout, and the nodes that answered. A node that cannot be asked keeps what it was
+        known to be (nothing, for a node not seen before): a node down takes no writes, and a
+        write on a node whose marks cannot be read is not acknowledged (``confirm_placed``)."""
+        current = self._membership
+        known = _drains_of(current) if current is not None else {}
         answered: set[str] = set()
 
-        async def mark_of(node: Node) -> DrainState | None:
+        async def marks_of(node: Node) -> NodeMarks | None:
             if not node.is_up:
-                return known.get(node.name)
-            try:
-                async with asyncio.timeout(self._marks_wait_seconds):
-                    state = await self._marks.drain_state(node)
-            except (GatewayError, TimeoutError):
-                return known.get(node.name)
+                return None
+            marks = await self._read_marks(node)
+            if marks is None:
+                return None
             answered.add(node.name)
             if self._on_answer is not None:
                 self._on_answer(node.name)
-            return state
+            return marks
 
-        states = await asyncio.gather(*(mark_of(node) for node in nodes))
-        drains = {node.name: state for node, state in zip(nodes, states, strict=True) if state}
-        return drains, answered
+        found = await asyncio.gather(*(marks_of(node) for node in nodes))
+        drains: dict[str, DrainState] = {}
+        migrated: set[str] = set()
+        for node, marks in zip(nodes, found, strict=True):
+            if marks is None:
+                if node.name in known:
+                    drains[node.name] = known[node.name]
+                if current is not None and node.name in current.migrated:
+                    migrated.add(node.name)
+                continue
+            if marks.drain is not None:
+                drains[node.name] = marks.drain
+            if marks.migrated:
+                migrated.add(node.name)
+        return drains, frozenset(migrated), answered
+
+    async def _read_marks(self, node: Node) -> NodeMarks | None:
+        """The node's marks now (None: it did not answer in time), remembered with when the
+        request was sent."""
+        sent = self._clock()
+        try:
+            async with asyncio.timeout(self._marks_wait_seconds):
+                marks = await self._marks.marks(node)
+        except (GatewayError, TimeoutError):
+            return None
+        seen = self._seen.get(node.name)
+        if seen is None or seen[0] <= sent:
+            self._seen[node.name] = (sent, marks)
+        return marks
+
+    async def confirm_placed(self, node: Node, answered_at: float) -> bool:
+        """Whether a version ``node`` committed (its answer came at ``answered_at``, this clock)
+        stays there safely: a read of its marks sent at most ``ack_window_seconds`` before found
+        no drain mark (a drain waits that long after marking before its last look, so the
+        version is either seen and moved, or marked first). False when the node is marked: the
+        version must be put elsewhere. ``NodeUnavailable`` when its marks cannot be read."""
+        seen = self._seen.get(node.name)
+        if seen is not None and seen[1].drain is not None:
+            return False
+        if seen is not None and answered_at - seen[0] <= self.ack_window_seconds:
+            return True
+        marks = await self._read_marks(node)
+        if marks is None:
+            raise NodeUnavailable(
+                node.name, "its drain mark cannot be read, so a write there cannot be confirmed"
+            )
+        return marks.drain is None
 
     def record_failure(self, error: DiscoveryUnavailable) -> None:
         if error is self._last_error:
@@ -285,7 +316,12 @@ class Fleet:
             reconnects=self._reconnects,
         )
 
-    def _membership_of(self, nodes: Sequence[Node], drains: Mapping[str, DrainState]) -> Membership:
+    def _membership_of(
+        self,
+        nodes: Sequence[Node],
+        drains: Mapping[str, DrainState],
+        migrated: frozenset[str] = frozenset(),
+    ) -> Membership:
         by_name = {node.name: node for node in nodes}
         draining = frozenset(n for n, s in drains.items() if s is DrainState.DRAINING)
         drained = frozenset(n for n, s in drains.items() if s is DrainState.DRAINED)
@@ -302,7 +338,12 @@ class Fleet:
         ring = self._ring_of(frozenset(by_name) - drained, reusable)
         write_ring = self._ring_of(ring.node_names - draining, [ring, *reusable])
         return Membership(
-            nodes=by_name, ring=ring, write_ring=write_ring, draining=draining, drained=drained
+            nodes=by_name,
+            ring=ring,
+            write_ring=write_ring,
+            draining=draining,
+            drained=drained,
+            migrated=migrated & frozenset(by_name),
         )
 
     def _ring_of(self, names: frozenset[str], reusable: list[HashRing]) -> HashRing:

@@ -4,18 +4,21 @@
     ├── InvalidRequest            the client sent something we refuse (4xx)
     │   ├── InvalidObjectId       not 1-32 ASCII letters and digits
     │   ├── IncompleteBody        the body ended early, ran over, or stalled
+    │   │   └── UploadTooSlow     the upload went on longer than a write may take (408)
     │   ├── BodyTooLarge          the body exceeds the configured maximum
     │   └── RefusedByNode         the node refused something in the request itself (never its fault)
     ├── ObjectNotFound            no object under this ID on any node that may hold it
     ├── PreconditionFailed        a conditional request's condition does not hold (412)
     ├── RangeNotSatisfiable       the byte range asked for lies beyond the object (416)
-    ├── CopyMismatch              a copy made by a rebalance does not match its source
+    ├── CopyMismatch              a copy's bytes are not its source's (the node refused them)
+    ├── JobInProgress             a rebalance or drain already runs, here or in another gateway
     └── ServiceUnavailable        a dependency cannot serve the request (5xx, retry later)
         ├── NoNodesAvailable      discovery found no storage node at all
         ├── NodeUnavailable       the ID's node is down, refusing, or resting (circuit open)
         │   ├── NodeUnreachable   connecting to the node failed or timed out (feeds its breaker)
         │   └── NodeOverloaded    as many requests wait for the node as may
         ├── QuorumUnavailable     fewer of an ID's replicas than its quorum could take part
+        ├── ObjectKeptChanging    the ID's versions moved under every attempt to read them
         ├── DiscoveryUnavailable  the container runtime cannot be asked who the nodes are
         └── UploadCapacityExhausted  upload parts fill the gateway's memory and disk budgets
 
@@ -33,10 +36,12 @@ __all__ = [
     "IncompleteBody",
     "InvalidObjectId",
     "InvalidRequest",
+    "JobInProgress",
     "NoNodesAvailable",
     "NodeOverloaded",
     "NodeUnavailable",
     "NodeUnreachable",
+    "ObjectKeptChanging",
     "ObjectNotFound",
     "PreconditionFailed",
     "QuorumUnavailable",
@@ -44,6 +49,7 @@ __all__ = [
     "RefusedByNode",
     "ServiceUnavailable",
     "UploadCapacityExhausted",
+    "UploadTooSlow",
 ]
 
 
@@ -69,6 +75,13 @@ class InvalidObjectId(InvalidRequest):
 
 class IncompleteBody(InvalidRequest):
     code = "incomplete_body"
+
+
+class UploadTooSlow(IncompleteBody):
+    """An upload still coming after the longest a write may take (``GATEWAY_MAX_WRITE_SECONDS``):
+    a write older than that could otherwise land after a delete's tombstone was purged."""
+
+    code = "upload_too_slow"
 
 
 class BodyTooLarge(InvalidRequest):
@@ -102,6 +115,12 @@ class RangeNotSatisfiable(GatewayError):
 
 class CopyMismatch(GatewayError):
     code = "copy_mismatch"
+
+
+class JobInProgress(GatewayError):
+    """A rebalance, repair or drain already runs, in this gateway or in another one."""
+
+    code = "admin_busy"
 
 
 class ServiceUnavailable(GatewayError):
@@ -139,6 +158,13 @@ class QuorumUnavailable(ServiceUnavailable):
     acknowledged (a write may have landed on some of them, never half of one)."""
 
     code = "quorum_unavailable"
+
+
+class ObjectKeptChanging(ServiceUnavailable):
+    """Every attempt to read the ID found the version it listed gone before it could be opened
+    (moved, or replaced by a newer one, each time): retrying soon succeeds."""
+
+    code = "object_kept_changing"
 
 
 class DiscoveryUnavailable(ServiceUnavailable):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["Credentials", "DrainState", "Node", "NodeState"]
+__all__ = ["Credentials", "DrainState", "Node", "NodeMarks", "NodeState"]
 
 
 class NodeState(StrEnum):
@@ -52,3 +52,12 @@ class Node:
             return None
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMarks:
+    """What a node's own marks say: whether it is being drained, and whether it is known to hold
+    nothing in the layout from before versions had keys of their own (``migrated``)."""
+
+    drain: DrainState | None = None
+    migrated: bool = False

@@ -1,37 +1,35 @@
-"""What the gateway knows about stored objects: values that cross every layer."""
+"""What the gateway knows about stored objects: values that cross every layer.
+
+Every write is a version of its ID, kept by a node as a record of its own (``StoredVersion``) that
+no later write changes: the newest committed version is the ID's current state.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
 
-from domain.versions import Rank, Version, rank_of
+from domain.versions import Version
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
-    "TOMBSTONE_CONTENT_TYPE",
-    "TOMBSTONE_SIZE",
+    "PENDING_ABANDONED_SECONDS",
     "ByteRange",
-    "ListedObject",
     "ObjectInfo",
     "StoredObject",
-    "WriteCondition",
+    "StoredVersion",
+    "VersionKind",
+    "abandoned",
+    "moment_of",
+    "newest_committed",
     "quoted_etag",
-    "tombstone_body",
     "unquoted_etag",
 ]
 
 # What an object stored without a Content-Type is served as (RFC 9110 section 8.3).
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-# A tombstone's body is its version's text: every tombstone has an ETag of its own, so a write
-# over one (even of an empty object) never looks like the tombstone.
-TOMBSTONE_SIZE = len(str(Version(0, "0" * 16, 0)))
-TOMBSTONE_CONTENT_TYPE = "application/x-gateway-tombstone"
-
-
-def tombstone_body(version: Version) -> bytes:
-    return str(version).encode("ascii")
 
 
 def quoted_etag(etag: str) -> str:
@@ -44,13 +42,67 @@ def unquoted_etag(value: str) -> str:
     return value.strip().strip('"')
 
 
+class VersionKind(StrEnum):
+    """What a version records."""
+
+    DATA = "data"  # an object's bytes
+    TOMBSTONE = "deleted"  # the ID was deleted: no older version may come back
+    # A conditional write not decided yet: never served, never copied, never counted as newer
+    # than anything; made DATA once its conditions are known to hold, else removed.
+    PENDING = "pending"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StoredVersion:
+    """One version of an ID as a node holds it: what the node's listing says of it.
+
+    They order by version (then kind). ``legacy``: kept under the ID's own key, as every object
+    was before versions had keys of their own (read, and moved to a key of its own by ``repair``).
+    """
+
+    version: Version
+    kind: VersionKind
+    size: int
+    etag: str
+    legacy: bool = False
+    # When the node stored this record (its clock, Unix seconds; None: not known).
+    stored_at: float | None = field(default=None, compare=False)
+
+    @property
+    def committed(self) -> bool:
+        return self.kind is not VersionKind.PENDING
+
+    @property
+    def deleted(self) -> bool:
+        return self.kind is VersionKind.TOMBSTONE
+
+
+# A conditional write decides within moments of its pending version being stored: one still
+# pending this long after was abandoned (its gateway stopped), and is cleared away.
+PENDING_ABANDONED_SECONDS = 300.0
+
+
+def abandoned(stored: StoredVersion, now: float) -> bool:
+    """Whether ``stored`` is a pending version no gateway will decide any more."""
+    if stored.committed:
+        return False
+    since = stored.stored_at if stored.stored_at is not None else stored.version.seconds
+    return now - since > PENDING_ABANDONED_SECONDS
+
+
+def newest_committed(versions: list[StoredVersion]) -> StoredVersion | None:
+    """The newest of ``versions`` that is not pending (the ID's state where they are held)."""
+    best: StoredVersion | None = None
+    for stored in versions:
+        if stored.committed and (best is None or stored.version > best.version):
+            best = stored
+    return best
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What a node says about a stored object. ``etag`` is unquoted.
-
-    ``version`` is the gateway's stamp of the write (None for objects written before versions);
-    ``deleted`` marks a tombstone: the record that the ID was deleted, as a version of its own.
-    """
+    """What is served of a version: ``etag`` is unquoted; ``last_modified`` is when the version
+    was written (its version's time, the same on every node that holds a copy of it)."""
 
     size: int
     content_type: str
@@ -59,9 +111,10 @@ class ObjectInfo:
     version: Version | None = None
     deleted: bool = False
 
-    @property
-    def rank(self) -> Rank:
-        return rank_of(self.version, self.last_modified)
+
+def moment_of(version: Version) -> datetime:
+    """A version's time, in whole seconds (what HTTP dates carry)."""
+    return datetime.fromtimestamp(version.timestamp_ns // 1_000_000_000, tz=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,28 +148,6 @@ class ByteRange:
         first = "" if self.first is None else str(self.first)
         last = "" if self.last is None else str(self.last)
         return f"bytes={first}-{last}"
-
-
-@dataclass(frozen=True, slots=True)
-class ListedObject:
-    """One entry of a node's listing. ``name`` is the key as stored, not necessarily a valid ID."""
-
-    name: str
-    size: int
-    etag: str
-    last_modified: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class WriteCondition:
-    """A conditional write (S3's If-None-Match / If-Match on PUT).
-
-    MinIO honours both; some S3 servers (the test stand-in among them) ignore them, so a caller
-    may rely on a refusal (``PreconditionFailed``) but must not rely on one coming.
-    """
-
-    only_if_absent: bool = False
-    only_if_etag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from domain.node import DrainState, Node
+from domain.leases import LeaseClaim
+from domain.node import DrainState, Node, NodeMarks
 from domain.object_id import ObjectId
-from domain.objects import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
+from domain.objects import ByteRange, ObjectInfo, StoredObject, StoredVersion, VersionKind
 from domain.versions import Version
 
-__all__ = ["ChangeFeed", "DrainMarks", "NodeDiscovery", "ObjectStorage"]
+__all__ = ["ChangeFeed", "Leases", "NodeDiscovery", "NodeMarking", "ObjectStorage"]
 
 
 class ChangeFeed(Protocol):
@@ -39,52 +40,80 @@ class NodeDiscovery(Protocol):
 
 
 class ObjectStorage(Protocol):
-    """Stores and returns object bytes on one given node."""
+    """The versions of objects on one given node: each version a record of its own, written once
+    and never changed, only removed (``StoredVersion``).
 
-    async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
-        """The object's metadata. Raises ``ObjectNotFound`` when it does not exist."""
+    Every method raises ``NodeUnavailable`` (or a subclass) when the node cannot be asked.
+    """
+
+    async def versions(
+        self, node: Node, object_id: ObjectId, *, legacy: bool = False
+    ) -> list[StoredVersion]:
+        """Every version of the ID the node holds, oldest first (none: an empty list). With
+        ``legacy``, also the object kept under the ID's own key (the layout before versions had
+        keys of their own), if there is one."""
         ...
 
-    async def put(
+    async def open(
         self,
         node: Node,
         object_id: ObjectId,
+        stored: StoredVersion,
+        byte_range: ByteRange | None = None,
+    ) -> StoredObject:
+        """Open one version (or ``byte_range`` of it) for reading.
+
+        Raises ``ObjectNotFound`` when the node no longer holds it (removed since it was listed),
+        ``RangeNotSatisfiable`` when the range lies beyond it. The bytes are the range's whether
+        or not the node honours ranges.
+        """
+        ...
+
+    async def head(self, node: Node, object_id: ObjectId, stored: StoredVersion) -> ObjectInfo:
+        """What is served of one version (its Content-Type above all); ``ObjectNotFound`` when
+        the node no longer holds it."""
+        ...
+
+    async def put(  # noqa: PLR0917 - a version's ID, identity, body and type
+        self,
+        node: Node,
+        object_id: ObjectId,
+        version: Version,
+        kind: VersionKind,
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str,
         *,
-        version: Version,
-        deleted: bool = False,
-        condition: WriteCondition | None = None,
-    ) -> ObjectInfo:
-        """Store ``body`` atomically, stamped with ``version`` (``deleted``: as a tombstone); on
-        any failure no partial object becomes visible.
+        content_md5: str | None = None,
+    ) -> StoredVersion:
+        """Store ``body`` as ``version`` of the ID, atomically: on any failure nothing of it
+        becomes visible. Writing a version the node already holds writes the same record again.
 
         ``length`` is the announced size (``None``: unknown until the body ends); a body that ends
-        early or runs over raises ``IncompleteBody`` and stores nothing.
+        early or runs over raises ``IncompleteBody``. With ``content_md5`` (hex), the node checks
+        the bytes it received against it and refuses a body that differs (``CopyMismatch``).
         """
         ...
 
-    async def get(
-        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None = None
-    ) -> StoredObject:
-        """Open the object (or ``byte_range`` of it) for reading.
-
-        Raises ``ObjectNotFound`` when it does not exist, ``RangeNotSatisfiable`` when the range
-        lies beyond it. The bytes are the range's whether or not the node honours ranges.
-        """
+    async def promote(
+        self, node: Node, object_id: ObjectId, pending: StoredVersion
+    ) -> StoredVersion:
+        """Make the node's ``pending`` version of the ID data, the node copying it to itself (no
+        byte passes through the gateway); the pending record stays until removed."""
         ...
 
-    async def delete(self, node: Node, object_id: ObjectId) -> None:
-        """Remove the object; succeeds whether or not it existed."""
+    async def remove(self, node: Node, object_id: ObjectId, stored: StoredVersion) -> None:
+        """Remove one version; succeeds whether or not the node held it."""
         ...
 
-    def list_objects(
-        self, node: Node, *, prefix: str = "", start_after: str = ""
-    ) -> AsyncIterator[ListedObject]:
-        """Every object the node holds (whose key starts with ``prefix`` and sorts after
-        ``start_after``), page by page as the node hands them over, in key order. A node may
-        ignore the two bounds: callers filter too."""
+    def walk(
+        self, node: Node, *, prefix: str = "", start_after: str = "", legacy: bool = False
+    ) -> AsyncIterator[tuple[str, StoredVersion]]:
+        """Every version the node holds, as (the ID as stored, the version), in ID order and by
+        version within an ID, page by page as the node hands them over: the IDs that start with
+        ``prefix`` and sort after ``start_after``. With ``legacy``, the objects kept under their
+        ID's own key too, each before the versions of its ID. The ID is as the node stores it,
+        not necessarily a valid one."""
         ...
 
     async def aclose(self) -> None:
@@ -92,14 +121,32 @@ class ObjectStorage(Protocol):
         ...
 
 
-class DrainMarks(Protocol):
-    """The intent that a node be emptied, kept on the node itself: every gateway reads it, it
-    outlives any gateway's restart, and it leaves with the node."""
+class NodeMarking(Protocol):
+    """What is recorded about a node on the node itself, where every gateway reads it and where it
+    outlives any gateway's restart and leaves with the node: whether it is being drained, and
+    whether it holds nothing in the layout before versions had keys of their own."""
 
-    async def drain_state(self, node: Node) -> DrainState | None:
-        """The node's mark (None: none); ``NodeUnavailable`` when it cannot be asked."""
+    async def marks(self, node: Node) -> NodeMarks:
+        """One request; ``NodeUnavailable`` when the node cannot be asked."""
         ...
 
     async def mark(self, node: Node, state: DrainState, note: str) -> None: ...
 
     async def unmark(self, node: Node) -> None: ...
+
+    async def mark_migrated(self, node: Node) -> None: ...
+
+
+class Leases(Protocol):
+    """Claims on a named lease, kept on a node: who runs a job that must not overlap another,
+    whichever gateway it runs in."""
+
+    async def claims(self, node: Node, lease: str) -> list[LeaseClaim]: ...
+
+    async def claim(self, node: Node, lease: str, claim: LeaseClaim) -> None:
+        """Write (or renew: the same version with a later expiry) a claim."""
+        ...
+
+    async def drop(self, node: Node, lease: str, claim: LeaseClaim) -> None:
+        """Remove one claim (every expiry of its version written so far)."""
+        ...

@@ -8,9 +8,8 @@ moves past every version it reads (a hybrid logical clock), so a gateway never s
 than one it has seen. Between gateways, writes to one ID are ordered by their hosts' clocks: keep
 them in step (NTP does, to milliseconds), as Swift's proxies and Cassandra's coordinators need.
 
-Objects written before versions existed carry none; they rank below every versioned copy, and by
-their Last-Modified (whole seconds, the precision both listings and HEAD agree on) among
-themselves.
+Objects written before versions existed carry none: they take the version of their Last-Modified
+in whole seconds, by no writer (``Version.of_unversioned``).
 """
 
 from __future__ import annotations
@@ -22,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["Rank", "Version", "VersionClock", "rank_of"]
+__all__ = ["Version", "VersionClock"]
 
 _TEXT = re.compile(r"(\d{20})-([0-9a-f]{16})-(\d{12})")
 
-Rank = tuple[int, int, str, int]
 _NO_WRITER = "0" * 16
 
 
@@ -58,15 +56,6 @@ class Version:
         version of what it copies): its Last-Modified in whole seconds, by no writer."""
         seconds = int(last_modified.timestamp()) if last_modified is not None else 0
         return cls(seconds * 1_000_000_000, _NO_WRITER, 0)
-
-
-def rank_of(version: Version | None, last_modified: datetime | None) -> Rank:
-    """How copies of one ID compare: every versioned copy above every unversioned one; versions by
-    their order; unversioned copies by Last-Modified in whole seconds."""
-    if version is not None:
-        return (1, version.timestamp_ns, version.writer, version.counter)
-    seconds = int(last_modified.timestamp()) if last_modified is not None else 0
-    return (0, seconds, "", 0)
 
 
 class VersionClock:

@@ -10,17 +10,20 @@ from dependency_injector import containers, providers
 
 from adapters.docker import DockerNodeDiscovery, SwarmNodeDiscovery
 from adapters.s3 import ByteBudget, MinioObjectStorage, MinioSettings, PartSpool
+from application.background import Background
+from application.conditional import ConditionalWrites
 from application.drain import Drain
 from application.fleet import Fleet
 from application.fleet_watcher import FleetWatcher
+from application.leases import JobLease
 from application.listing import ListObjects
 from application.node_access import NodeAccess
-from application.objects import DeleteObject, GetObject, HeadObject, ObjectLookup, PutObject
-from application.read_repair import ReadRepair
+from application.objects import DeleteObject, GetObject, HeadObject, PutObject
 from application.readiness import check_readiness
+from application.reads import VersionReads
 from application.rebalance import Rebalance
-from application.replicas import Replicas
-from application.write_locks import WriteLocks
+from application.upkeep import Upkeep
+from application.writes import VersionWrites
 from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
 from domain.versions import VersionClock
@@ -47,12 +50,6 @@ def _thread_pool(max_workers: int, thread_name_prefix: str) -> Iterator[ThreadPo
         yield executor
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _drain_propagation_seconds(drain_check_seconds: float) -> float:
-    # Every gateway reads the marks every drain_check_seconds; one that read them just before the
-    # mark was written sees it at its next read, which may itself take a second.
-    return 2 * drain_check_seconds + 1
 
 
 def _closing(factory: Callable[..., _C], **kwargs: object) -> Iterator[_C]:
@@ -132,10 +129,10 @@ class Container(containers.DeclarativeContainer):
         part_size_bytes=settings.provided.part_size_bytes,
         download_chunk_bytes=settings.provided.download_chunk_bytes,
     )
-    # Its aiohttp session lives on the server's event loop; the app closes it when it stops. It
-    # also keeps the nodes' drain marks (the DrainMarks port).
     # None unless the OTEL_* variables configure an OTLP endpoint; flushed when resources shut down.
     tracer = providers.Resource(tracer_from_environ, environ=providers.Object(os.environ))
+    # Its aiohttp session lives on the server's event loop; the app closes it when it stops. It
+    # also keeps what is recorded on the nodes themselves: drain marks and job leases.
     object_storage = providers.Singleton(
         MinioObjectStorage, settings=minio_settings, part_spool=part_spool, tracer=tracer
     )
@@ -146,6 +143,7 @@ class Container(containers.DeclarativeContainer):
         marks=object_storage,
         virtual_nodes=settings.provided.virtual_nodes,
         first_wait_seconds=settings.provided.docker_timeout_seconds,
+        ack_window_seconds=settings.provided.drain_ack_window_seconds,
         on_answer=breakers.provided.record_success,
     )
     fleet_watcher = providers.Singleton(
@@ -156,45 +154,46 @@ class Container(containers.DeclarativeContainer):
         drain_check_seconds=settings.provided.drain_check_seconds,
     )
     version_clock = providers.Singleton(VersionClock)
-    write_locks = providers.Singleton(WriteLocks)
-    object_lookup = providers.Singleton(
-        ObjectLookup,
+    # What requests leave for later: read repairs, and removing versions nothing needs any more.
+    read_repairs = providers.Singleton(Background)
+    tidying = providers.Singleton(Background)
+    # The one read path and the one write path, for every number of copies per ID.
+    upkeep = providers.Singleton(
+        Upkeep,
+        fleet=fleet,
+        storage=object_storage,
+        access=node_access,
+        repairs=read_repairs,
+        tidying=tidying,
+    )
+    reads = providers.Singleton(
+        VersionReads,
         fleet=fleet,
         storage=object_storage,
         access=node_access,
         clock=version_clock,
-        locks=write_locks,
+        policy=settings.provided.replication,
+        upkeep=upkeep,
         fallback_nodes=settings.provided.read_fallback_nodes,
     )
-    read_repair = providers.Singleton(
-        ReadRepair, storage=object_storage, access=node_access, locks=write_locks
+    writes = providers.Singleton(
+        VersionWrites, reads=reads, max_write_seconds=settings.provided.max_write_seconds
     )
-    # GATEWAY_REPLICAS above 1: every use case goes through the replicas.
-    replicas = providers.Selector(
-        settings.provided.replication_mode,
-        single=providers.Object(None),
-        replicated=providers.Singleton(
-            Replicas,
-            lookup=object_lookup,
-            policy=settings.provided.replication,
-            repairs=read_repair,
-        ),
-    )
-    put_object = providers.Factory(PutObject, lookup=object_lookup, replicas=replicas)
-    get_object = providers.Factory(GetObject, lookup=object_lookup, replicas=replicas)
-    head_object = providers.Factory(HeadObject, lookup=object_lookup, replicas=replicas)
-    delete_object = providers.Factory(DeleteObject, lookup=object_lookup, replicas=replicas)
+    conditional_writes = providers.Singleton(ConditionalWrites, reads=reads, writes=writes)
+    put_object = providers.Factory(PutObject, writes=writes, conditional=conditional_writes)
+    get_object = providers.Factory(GetObject, reads=reads)
+    head_object = providers.Factory(HeadObject, reads=reads)
+    delete_object = providers.Factory(DeleteObject, writes=writes)
 
-    list_objects = providers.Singleton(
-        ListObjects, fleet=fleet, storage=object_storage, access=node_access
-    )
+    list_objects = providers.Singleton(ListObjects, fleet=fleet, storage=object_storage)
 
-    # A pass over the fleet as one membership sees it (call with membership=..., concurrency=...).
+    # A pass over the fleet (call with concurrency=... to choose how many IDs settle at once).
     rebalance = providers.Factory(
         Rebalance,
+        fleet=fleet,
         storage=object_storage,
         access=node_access,
-        locks=write_locks,
+        marks=object_storage,
         replicas=settings.provided.replicas,
         tombstone_grace_seconds=settings.provided.tombstone_grace_seconds,
     )
@@ -204,16 +203,28 @@ class Container(containers.DeclarativeContainer):
         marks=object_storage,
         storage=object_storage,
         rebalance=rebalance.provider,
-        propagation_seconds=providers.Callable(
-            _drain_propagation_seconds, settings.provided.drain_check_seconds
-        ),
+        propagation_seconds=settings.provided.drain_propagation_seconds,
+    )
+    # One rebalance, repair or drain at a time across every gateway of the fleet.
+    job_lease = providers.Singleton(
+        JobLease, fleet=fleet, leases=object_storage, clock=version_clock
     )
     admin_jobs = providers.Singleton(
-        AdminJobs, fleet=fleet, rebalance=rebalance.provider, drain=drain, tracer=tracer
+        AdminJobs,
+        fleet=fleet,
+        rebalance=rebalance.provider,
+        drain=drain,
+        lease=job_lease,
+        tracer=tracer,
     )
 
     metrics = providers.Singleton(
-        GatewayMetrics, fleet=fleet, breakers=breakers, replicas=replicas, repairs=read_repair
+        GatewayMetrics,
+        fleet=fleet,
+        breakers=breakers,
+        reads=reads,
+        writes=writes,
+        conditional=conditional_writes,
     )
     readiness = providers.Callable(
         check_readiness,
@@ -240,7 +251,7 @@ class Container(containers.DeclarativeContainer):
         GatewayLifespan,
         watcher=fleet_watcher,
         storage=object_storage,
-        repairs=read_repair,
-        replicas=replicas,
+        background=providers.List(read_repairs, tidying),
+        writes=writes,
         release_resources=__self__.provided.shutdown_resources,
     )

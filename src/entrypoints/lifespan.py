@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+from application.background import Background
 from application.fleet_watcher import FleetWatcher
-from application.read_repair import ReadRepair
-from application.replicas import Replicas
+from application.writes import VersionWrites
 from domain.ports import ObjectStorage
 
 __all__ = ["GatewayLifespan"]
@@ -16,7 +16,7 @@ __all__ = ["GatewayLifespan"]
 
 class GatewayLifespan:
     """Keeps the fleet current while the app serves; on stop, stops the copies still going in
-    the background (read repairs, replicas slower than their write's quorum), closes the
+    the background (read repairs, removals, copies slower than their write's quorum), closes the
     storage's connections (they belong to the server's event loop) and releases the container's
     resources."""
 
@@ -24,14 +24,14 @@ class GatewayLifespan:
         self,
         watcher: FleetWatcher,
         storage: ObjectStorage,
-        repairs: ReadRepair,
-        replicas: Replicas | None,
+        background: list[Background],
+        writes: VersionWrites,
         release_resources: Callable[[], object],
     ) -> None:
         self._watcher = watcher
         self._storage = storage
-        self._repairs = repairs
-        self._replicas = replicas
+        self._background = background
+        self._writes = writes
         self._release_resources = release_resources
 
     @contextlib.asynccontextmanager
@@ -43,8 +43,8 @@ class GatewayLifespan:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
-            await self._repairs.aclose()
-            if self._replicas is not None:
-                await self._replicas.aclose()
+            for work in self._background:
+                await work.aclose()
+            await self._writes.aclose()
             await self._storage.aclose()
             self._release_resources()

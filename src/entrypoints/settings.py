@@ -5,7 +5,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from application.objects import DEFAULT_FALLBACK_NODES
+from application.reads import DEFAULT_FALLBACK_NODES
 from application.rebalance import DEFAULT_TOMBSTONE_GRACE_SECONDS
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES
 from domain.replication import ReplicationPolicy
@@ -67,6 +67,10 @@ class Settings:
     drain_check_seconds: float = 2.0
     # A tombstone is removed by a rebalance once it is alone and this old (see the README).
     tombstone_grace_seconds: float = DEFAULT_TOMBSTONE_GRACE_SECONDS
+    # The longest a write may take, from its request to its last byte: one still coming later is
+    # refused (408). Less than the tombstone grace, so that no write older than a delete can land
+    # after the delete's tombstone was removed.
+    max_write_seconds: float = 12 * 3600.0
     node_connect_timeout_seconds: float = 1.0
     # From a request (or the end of an upload's body) to the node's first byte of its answer.
     node_first_byte_timeout_seconds: float = 5.0
@@ -109,6 +113,12 @@ class Settings:
                 f"{env_variable('write_quorum')}={self.write_quorum}, "
                 f"{env_variable('read_quorum')}={self.read_quorum}: {exc}"
             ) from None
+        if not 0 < self.max_write_seconds < self.tombstone_grace_seconds:
+            raise ValueError(
+                f"{env_variable('max_write_seconds')}={self.max_write_seconds:g} must be positive "
+                f"and less than {env_variable('tombstone_grace_seconds')}="
+                f"{self.tombstone_grace_seconds:g}"
+            )
         if self.discovery not in DISCOVERY_KINDS:
             raise ValueError(
                 f"{env_variable('discovery')}={self.discovery!r} is not one of "
@@ -124,9 +134,18 @@ class Settings:
         return self.replicas > 1
 
     @property
-    def replication_mode(self) -> str:
-        """``single`` (one copy per ID, the default) or ``replicated``."""
-        return "replicated" if self.replicated else "single"
+    def drain_ack_window_seconds(self) -> float:
+        """How long after a mark read a write on that node may still be acknowledged on its
+        strength (a drain waits this long after marking before its last look): every gateway
+        reads the marks every drain_check_seconds, with room for a slow read. The same on every
+        gateway, as drain_check_seconds must be."""
+        return 2 * self.drain_check_seconds + 2
+
+    @property
+    def drain_propagation_seconds(self) -> float:
+        """How long until every gateway must have read a new mark: one that read the marks just
+        before it was written sees it at its next read, which may itself take a second."""
+        return 2 * self.drain_check_seconds + 1
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:

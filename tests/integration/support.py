@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import re
@@ -48,6 +49,7 @@ RUSTFS_KEY_NAMES = ("RUSTFS_ACCESS_KEY", "RUSTFS_SECRET_KEY")
 TEST_LABEL = "amazin-gateway-tests"
 OBJECT_GATEWAY = Path(sys.executable).with_name("object-gateway")
 BUCKET = "objects"
+VERSIONS_PREFIX = "by-id/"
 
 
 def new_run_marker() -> str:
@@ -86,11 +88,60 @@ class StorageNode:
             region="us-east-1",
         )
 
-    def object_names(self) -> set[str]:
+    def keys(self) -> list[str]:
+        """Every key the node's bucket holds, in order (as an operator's console shows them)."""
         client = self.client()
         if not client.bucket_exists(BUCKET):
-            return set()
-        return {obj.object_name or "" for obj in client.list_objects(BUCKET)}
+            return []
+        return [obj.object_name or "" for obj in client.list_objects(BUCKET, recursive=True)]
+
+    def versions(self) -> dict[str, list[str]]:
+        """The node's versions by ID: each ``<version>.<kind>`` (and ``legacy`` for an object
+        kept under its ID's own key, the layout before versions had keys)."""
+        held: dict[str, list[str]] = {}
+        for key in self.keys():
+            if key.startswith(VERSIONS_PREFIX):
+                object_id, _, name = key[len(VERSIONS_PREFIX) :].rpartition("/")
+                held.setdefault(object_id, []).append(name)
+            elif not key.startswith("."):
+                held.setdefault(key, []).append("legacy")
+        return held
+
+    def object_names(self) -> set[str]:
+        """The IDs the node holds a committed version of (a tombstone too)."""
+        return {
+            object_id
+            for object_id, names in self.versions().items()
+            if any(not name.endswith(".pending") for name in names)
+        }
+
+    def newest(self, object_id: str) -> bytes | None:
+        """The bytes of the node's newest version of the ID (None: none, or a tombstone)."""
+        names = sorted(n for n in self.versions().get(object_id, []) if not n.endswith(".pending"))
+        if not names or names[-1].endswith(".deleted"):
+            return None
+        key = object_id if names[-1] == "legacy" else f"{VERSIONS_PREFIX}{object_id}/{names[-1]}"
+        response = self.client().get_object(BUCKET, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def lose_bucket(self) -> None:
+        """The bucket and all it held gone, as after the node is recreated on an empty volume."""
+        client = self.client()
+        for key in self.keys():
+            client.remove_object(BUCKET, key)
+        client.remove_bucket(BUCKET)
+
+    def put_version(self, object_id: str, data: bytes, version: str, *, kind: str = "data") -> None:
+        """Place a version directly, as a gateway would have written it."""
+        client = self.client()
+        if not client.bucket_exists(BUCKET):
+            client.make_bucket(BUCKET)
+        key = f"{VERSIONS_PREFIX}{object_id}/{version}.{kind}"
+        client.put_object(BUCKET, key, io.BytesIO(data), len(data))
 
     def stop(self) -> None:
         self.wrapped.stop(timeout=2)

@@ -20,6 +20,7 @@ from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
 from domain.node import Credentials, Node, NodeState
 from domain.object_id import ObjectId
+from domain.objects import VersionKind
 from domain.versions import VersionClock
 from tests.integration.support import GatewayServer, StorageNode, frozen
 
@@ -171,21 +172,22 @@ def test_a_get_on_a_connection_the_node_closed_is_retried_and_not_held_against_i
 
     async def scenario() -> None:
         try:
-            await storage.put(
+            version = await storage.put(
                 node,
                 object_id,
+                VersionClock().next(),
+                VersionKind.DATA,
                 one_chunk(b"kept alive"),
                 10,
                 "text/plain",
-                version=VersionClock().next(),
             )
             for _ in range(3):
                 proxy.drop_next_reused.set()
-                stored = await access.call(node, lambda: storage.get(node, object_id))
+                stored = await access.call(node, lambda: storage.open(node, object_id, version))
                 assert stored.whole_body == b"kept alive"
                 await stored.close()
-                info = await access.call(node, lambda: storage.head(node, object_id))
-                assert info.size == 10
+                listed = await access.call(node, lambda: storage.versions(node, object_id))
+                assert listed == [version]
         finally:
             await storage.aclose()
 

@@ -11,11 +11,11 @@ from domain.listing import ListingPage, ListingQuery
 from domain.node import DrainState, NodeState
 from domain.versions import Version
 from tests.fakes import make_node
-from tests.unit.test_objects import Gateway, body_of
+from tests.unit.gateways import Gateway, body_of
 
 
 def listing_of(gateway: Gateway) -> ListObjects:
-    return ListObjects(gateway.fleet, gateway.storage, gateway.access)
+    return ListObjects(gateway.fleet, gateway.storage)
 
 
 def page(gateway: Gateway, **query: object) -> ListingPage:
@@ -64,7 +64,7 @@ def test_a_page_that_ends_exactly_with_the_last_id_says_there_is_no_next() -> No
 def test_only_ids_under_the_prefix_are_listed_and_the_drain_mark_never() -> None:
     gateway = Gateway(node_count=3)
     store_through(gateway, "photo1", "photo2", "doc1", "photos9", "zeta")
-    gateway.storage.marks["node-0"] = DrainState.DRAINING
+    gateway.storage.drain_marks["node-0"] = DrainState.DRAINING
     assert ids_of(page(gateway, prefix="photo")) == ["photo1", "photo2", "photos9"]
     assert ids_of(page(gateway)) == ["doc1", "photo1", "photo2", "photos9", "zeta"]
 
@@ -81,13 +81,16 @@ def test_an_id_with_several_copies_is_listed_once_as_its_newest_copy_has_it() ->
     assert entry.size == len(b"newest bytes")
 
 
-def test_copies_that_agree_are_listed_without_asking_any_node_for_more() -> None:
+def test_a_listing_asks_no_node_for_more_than_its_walk() -> None:
     gateway = Gateway(node_count=3)
     for node in ("node-0", "node-1", "node-2"):
-        gateway.storage.store(node, "abc", b"same bytes everywhere")
+        gateway.storage.store(
+            node, "abc", b"same bytes everywhere", version=Version(1, "a" * 16, 1)
+        )
+    gateway.storage.store("node-1", "old", b"under the old layout")
     gateway.storage.requests.clear()
-    assert ids_of(page(gateway)) == ["abc"]
-    assert not [request for request in gateway.storage.requests if request.startswith("HEAD")]
+    assert ids_of(page(gateway)) == ["abc", "old"]
+    assert gateway.storage.requests == []
 
 
 def test_a_deleted_id_is_not_listed_even_beside_an_older_live_copy() -> None:
@@ -100,11 +103,10 @@ def test_a_deleted_id_is_not_listed_even_beside_an_older_live_copy() -> None:
     assert ids_of(page(gateway)) == ["kept"]
 
 
-def test_an_object_as_big_as_a_tombstone_is_still_listed() -> None:
+def test_an_empty_object_is_listed_a_tombstone_being_known_by_its_kind() -> None:
     gateway = Gateway(node_count=1)
-    data = b"x" * len(str(Version(0, "0" * 16, 0)))
-    asyncio.run(gateway.put("same", body_of(data), len(data), "text/plain"))
-    assert ids_of(page(gateway)) == ["same"]
+    asyncio.run(gateway.put("empty", body_of(b""), 0, "text/plain"))
+    assert ids_of(page(gateway)) == ["empty"]
 
 
 def test_a_member_that_is_down_or_whose_listing_fails_is_named_in_a_503() -> None:
@@ -130,12 +132,12 @@ def test_a_member_that_is_down_or_whose_listing_fails_is_named_in_a_503() -> Non
 def test_a_drained_node_holds_nothing_and_is_not_asked_even_when_stopped() -> None:
     gateway = Gateway(node_count=3)
     store_through(gateway, "kept1", "kept2")
-    gateway.storage.marks["node-2"] = DrainState.DRAINED
+    gateway.storage.drain_marks["node-2"] = DrainState.DRAINED
     # What a drain did: everything moved off node-2.
     for object_id in ("kept1", "kept2"):
         for holder in gateway.storage.node_of(object_id):
-            stored = gateway.storage.objects.pop((holder, object_id))
-            gateway.storage.objects[("node-0", object_id)] = stored
+            records = gateway.storage.records.pop((holder, object_id))
+            gateway.storage.records[("node-0", object_id)] = records
     asyncio.run(gateway.fleet.refresh_drain_marks())
     gateway.discovery.nodes = [
         make_node("node-0"),

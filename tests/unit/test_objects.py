@@ -1,13 +1,10 @@
+"""The use cases against in-memory fakes: one copy per ID, on its owner."""
+
 import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
-from application.fleet import Fleet
-from application.node_access import NodeAccess
-from application.objects import DeleteObject, GetObject, HeadObject, ObjectLookup, PutObject
-from application.write_locks import WriteLocks
-from domain.circuit_breaker import NodeBreakers
 from domain.errors import (
     IncompleteBody,
     InvalidObjectId,
@@ -17,43 +14,11 @@ from domain.errors import (
     ObjectNotFound,
     RefusedByNode,
 )
-from domain.in_flight import InFlightLimits
 from domain.node import NodeState
-from domain.versions import VersionClock
-from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
+from tests.fakes import make_node
+from tests.unit.gateways import Gateway, body_of
 
-
-async def body_of(*chunks: bytes) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-
-
-class Gateway:
-    def __init__(self, node_count: int = 3) -> None:
-        self.discovery = FakeNodeDiscovery(
-            nodes=[make_node(f"node-{i}") for i in range(node_count)]
-        )
-        self.storage = InMemoryObjectStorage()
-        self.fleet = Fleet(self.discovery, self.storage, virtual_nodes=64)
-        self.breakers = NodeBreakers(failure_threshold=2, cooldown_seconds=60)
-        self.limits = InFlightLimits(max_per_node=4)
-        self.access = NodeAccess(self.breakers, self.limits)
-        self.clock = VersionClock()
-        self.locks = WriteLocks()
-        self.lookup = ObjectLookup(
-            self.fleet, self.storage, self.access, self.clock, self.locks, fallback_nodes=2
-        )
-        self.put = PutObject(self.lookup)
-        self.get = GetObject(self.lookup)
-        self.head = HeadObject(self.lookup)
-        self.delete = DeleteObject(self.lookup)
-
-    async def read(self, raw_id: str) -> bytes:
-        retrieved = await self.get(raw_id)
-        try:
-            return b"".join([chunk async for chunk in retrieved.stored.chunks])
-        finally:
-            await retrieved.stored.close()
+__all__ = ["Gateway", "body_of"]
 
 
 def test_put_then_get_returns_the_same_bytes_and_content_type() -> None:
@@ -174,7 +139,7 @@ def test_a_missing_object_does_not_count_against_its_node() -> None:
     assert all(not gateway.breakers.state(n.name).open for n in gateway.discovery.nodes)
 
 
-def test_a_put_holds_its_last_chunk_until_the_existence_check_has_answered() -> None:
+def test_a_write_of_a_new_id_asks_the_owner_and_the_nodes_after_it_beside_the_upload() -> None:
     gateway = Gateway()
     gateway.storage.head_released = asyncio.Event()
 
@@ -182,21 +147,34 @@ def test_a_put_holds_its_last_chunk_until_the_existence_check_has_answered() -> 
         upload = asyncio.ensure_future(gateway.put("abc", body_of(b"a", b"b", b"c"), 3, None))
         for _ in range(20):
             await asyncio.sleep(0)
-        # The body streamed while the check was pending, all but its last chunk.
-        assert gateway.storage.events == ["chunk 1", "chunk 1"]
+        # A small body went up whole while the lookup waits: it need not wait for it.
+        owner = gateway.owner("abc")
+        assert f"PUT {owner} abc" in gateway.storage.requests
         assert not upload.done()
         gateway.storage.head_released.set()
         outcome = await upload
         assert outcome.created
         # The owner had nothing, so the nodes that may hold the ID were asked too (a read would).
-        assert gateway.storage.events == [
-            "chunk 1",
-            "chunk 1",
-            "head abc",
-            "head abc",
-            "head abc",
-            "chunk 1",
-        ]
+        listed = [r.split()[1] for r in gateway.storage.requests if r.startswith("LIST")]
+        assert sorted(listed) == sorted(gateway.walk("abc")[:3])
+
+    asyncio.run(scenario())
+
+
+def test_a_write_is_a_new_version_beside_the_older_one_which_goes_once_it_is_committed() -> None:
+    gateway = Gateway()
+
+    async def scenario() -> None:
+        first = await gateway.put("abc", body_of(b"one"), 3, None)
+        second = await gateway.put("abc", body_of(b"two"), 3, None)
+        assert second.info.version is not None
+        assert first.info.version is not None
+        assert second.info.version > first.info.version
+        await gateway.settle()
+        owner = gateway.owner("abc")
+        versions = gateway.storage.versions_of(owner, "abc")
+        assert [stored.version for stored in versions] == [second.info.version]
+        assert await gateway.read("abc") == b"two"
 
     asyncio.run(scenario())
 

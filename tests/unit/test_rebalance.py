@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from application.fleet import Fleet, Membership
-from application.listing import merged_listings
+from application.fleet import Fleet
 from application.node_access import NodeAccess
-from application.objects import DeleteObject, ObjectLookup, PutObject
 from application.rebalance import (
     Outcome,
     Rebalance,
@@ -16,48 +14,20 @@ from application.rebalance import (
     StepResult,
     Survey,
 )
-from application.write_locks import WriteLocks
+from application.walks import merged_walk
 from domain.circuit_breaker import NodeBreakers
 from domain.hash_ring import HashRing
 from domain.in_flight import InFlightLimits
-from domain.node import Node, NodeState
+from domain.node import DrainState, Node, NodeState
 from domain.object_id import ObjectId
-from domain.objects import TOMBSTONE_CONTENT_TYPE, tombstone_body
-from domain.versions import Version, VersionClock
+from domain.objects import StoredVersion
+from domain.versions import Version
 from tests.fakes import FakeNodeDiscovery, InMemoryObjectStorage, make_node
+from tests.unit.gateways import Gateway, body_of, v
 
 NODES = [make_node(f"node-{i}") for i in range(4)]
 RING_SIZE = 64
 NOW = 1_800_000_000.0
-
-
-class Gateway:
-    """Use cases and a rebalance sharing one gateway's write turns, over ``storage``."""
-
-    def __init__(self, storage: InMemoryObjectStorage) -> None:
-        self.storage = storage
-        self.fleet = Fleet(FakeNodeDiscovery(nodes=list(NODES)), storage, virtual_nodes=RING_SIZE)
-        self.access = NodeAccess(NodeBreakers(3, 60), InFlightLimits(16))
-        self.locks = WriteLocks()
-        lookup = ObjectLookup(
-            self.fleet, storage, self.access, VersionClock(), self.locks, fallback_nodes=2
-        )
-        self.put = PutObject(lookup)
-        self.delete = DeleteObject(lookup)
-
-    def rebalance(self) -> Rebalance:
-        current = self.fleet.current
-        assert current is not None
-        return Rebalance(self.storage, self.access, self.locks, current)
-
-
-async def body_of(*chunks: bytes) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-
-
-def v(seconds: float, counter: int = 1, writer: str = "a" * 16) -> Version:
-    return Version(int(seconds * 1e9), writer, counter)
 
 
 class RecordingReporter:
@@ -79,16 +49,6 @@ class RecordingReporter:
         self.summaries.append(summary)
 
 
-def membership(nodes: Sequence[Node] = NODES, draining: frozenset[str] = frozenset()) -> Membership:
-    names = [node.name for node in nodes]
-    return Membership(
-        nodes={node.name: node for node in nodes},
-        ring=HashRing(names, RING_SIZE),
-        write_ring=HashRing(set(names) - draining, RING_SIZE),
-        draining=draining,
-    )
-
-
 def owner(raw_id: str, names: Sequence[str] | None = None) -> str:
     return HashRing(names or [n.name for n in NODES], RING_SIZE).owner(ObjectId(raw_id))
 
@@ -100,12 +60,16 @@ def elsewhere(raw_id: str, skip: int = 0) -> str:
 def rebalance(
     storage: InMemoryObjectStorage, nodes: Sequence[Node] = NODES, **options: object
 ) -> Rebalance:
-    draining = frozenset(options.pop("draining", frozenset()))  # type: ignore[arg-type]
+    """A pass over ``nodes`` as a gateway whose fleet is them sees them (draining: marked so)."""
+    for name in options.pop("draining", frozenset()):  # type: ignore[attr-defined]
+        storage.drain_marks[name] = DrainState.DRAINING
+    fleet = Fleet(FakeNodeDiscovery(nodes=list(nodes)), storage, virtual_nodes=RING_SIZE)
+    asyncio.run(fleet.refresh())
     return Rebalance(
+        fleet,
         storage,
         NodeAccess(NodeBreakers(3, 60), InFlightLimits(16)),
-        WriteLocks(),
-        membership(nodes, draining),
+        storage,
         wall_clock=lambda: NOW,
         **options,  # type: ignore[arg-type]
     )
@@ -117,6 +81,11 @@ def run(
     reporter = RecordingReporter()
     summary = asyncio.run(rebalance(storage, nodes, **options).execute(reporter))
     return summary, reporter
+
+
+def gateway_over(storage: InMemoryObjectStorage) -> Gateway:
+    """A gateway (its use cases) over the same nodes and storage."""
+    return Gateway(storage=storage, discovery=FakeNodeDiscovery(nodes=list(NODES)))
 
 
 def test_the_survey_counts_what_is_out_of_place_and_changes_nothing() -> None:
@@ -180,23 +149,30 @@ def test_an_older_copy_never_replaces_a_newer_one_on_the_owner() -> None:
     assert storage.node_of("kept") == [owner("kept")]
 
 
-def test_unversioned_copies_rank_below_versioned_ones_and_by_last_modified_among_themselves() -> (
+def test_objects_kept_before_versions_rank_by_their_last_modified_and_get_keys_of_their_own() -> (
     None
 ):
     storage = InMemoryObjectStorage()
-    storage.store(owner("legacy"), "legacy", b"versioned", version=v(1))
+    storage.store(owner("legacy"), "legacy", b"versioned long ago", version=v(1))
     storage.store(elsewhere("legacy"), "legacy", b"unversioned, written later")
     storage.store(elsewhere("old"), "old", b"first")
     storage.store(owner("old"), "old", b"second")  # one second later
+    newer = Version(int(NOW * 1e9), "a" * 16, 1)
+    storage.store(owner("beaten"), "beaten", b"unversioned")
+    storage.store(elsewhere("beaten"), "beaten", b"versioned since", version=newer)
     run(storage)
-    assert storage.objects[(owner("legacy"), "legacy")].data == b"versioned"
+    assert storage.objects[(owner("legacy"), "legacy")].data == b"unversioned, written later"
     assert storage.objects[(owner("old"), "old")].data == b"second"
-    assert storage.node_of("legacy") == [owner("legacy")]
-    assert storage.node_of("old") == [owner("old")]
+    assert storage.objects[(owner("beaten"), "beaten")].data == b"versioned since"
+    for raw_id in ("legacy", "old", "beaten"):
+        assert storage.node_of(raw_id) == [owner(raw_id)]
+        (kept,) = storage.versions_of(owner(raw_id), raw_id)
+        assert not kept.legacy, "moved to a key of its own"
+    assert storage.migrated == {n.name for n in NODES}, "no node holds the old layout any more"
 
 
-def test_a_write_from_another_gateway_landing_during_the_copy_wins_on_minio() -> None:
-    # MinIO honours the copy's condition (the owner as it was seen): the copy is refused.
+def test_a_write_from_another_gateway_landing_during_the_copy_stays_the_newest() -> None:
+    # The copy is a record of its own beside the write's: neither undoes the other.
     storage = InMemoryObjectStorage()
     storage.store(elsewhere("raced"), "raced", b"old copy", version=v(10))
     target = owner("raced")
@@ -209,12 +185,12 @@ def test_a_write_from_another_gateway_landing_during_the_copy_wins_on_minio() ->
     storage.before_commit = client_writes_first
     _, reporter = run(storage)
     assert storage.objects[(target, "raced")].data == b"client's new version"
-    assert [step.outcome for step in reporter.steps] == [Outcome.LEFT]
-    # The next pass finds the owner newest, and removes the old copy.
+    assert [step.outcome for step in reporter.steps] == [Outcome.MOVED]
+    # The next pass finds the copy beside the newer version, and removes it.
     summary, _ = run(storage)
     assert summary.stale_deleted == 1
     assert storage.node_of("raced") == [target]
-    assert storage.objects[(target, "raced")].data == b"client's new version"
+    assert [stored.version for stored in storage.versions_of(target, "raced")] == [v(30)]
 
 
 def test_a_copy_that_a_read_repair_made_meanwhile_counts_as_moved_not_left() -> None:
@@ -236,11 +212,10 @@ def test_a_copy_that_a_read_repair_made_meanwhile_counts_as_moved_not_left() -> 
     assert storage.node_of("raced") == [target]
 
 
-def test_a_client_write_through_the_same_gateway_waits_for_the_copy_and_wins() -> None:
-    # A node that ignores conditions (the stand-in): the gateway's write turns order them.
-    storage = InMemoryObjectStorage(ignores_conditions=True)
+def test_a_client_write_landing_during_a_copy_wins_on_nodes_that_ignore_conditions() -> None:
+    storage = InMemoryObjectStorage()
     storage.store(elsewhere("raced"), "raced", b"old copy", version=v(10))
-    gateway = Gateway(storage)
+    gateway = gateway_over(storage)
     client: asyncio.Future[object] | None = None
 
     async def client_writes_meanwhile(node: str, object_id: str) -> None:
@@ -255,6 +230,8 @@ def test_a_client_write_through_the_same_gateway_waits_for_the_copy_and_wins() -
         await gateway.rebalance().execute(RecordingReporter())
         assert client is not None
         await client
+        storage.before_commit = None
+        await gateway.rebalance().execute(RecordingReporter())
 
     asyncio.run(scenario())
     assert storage.node_of("raced") == [owner("raced")]
@@ -269,15 +246,7 @@ def test_a_delete_from_another_gateway_while_the_copy_is_read_brings_nothing_bac
     async def client_deletes(node: str, object_id: str) -> None:
         if node == target and storage.before_commit is not None:
             storage.before_commit = None
-            tombstone = v(30)
-            storage.store(
-                target,
-                object_id,
-                tombstone_body(tombstone),
-                TOMBSTONE_CONTENT_TYPE,
-                version=tombstone,
-                deleted=True,
-            )
+            storage.store(target, object_id, b"", version=v(NOW - 60), deleted=True)
 
     storage.before_commit = client_deletes
     run(storage)
@@ -287,9 +256,9 @@ def test_a_delete_from_another_gateway_while_the_copy_is_read_brings_nothing_bac
 
 
 def test_a_delete_through_the_same_gateway_during_a_copy_brings_nothing_back() -> None:
-    storage = InMemoryObjectStorage(ignores_conditions=True)
+    storage = InMemoryObjectStorage()
     storage.store(elsewhere("gone"), "gone", b"old copy", version=v(10))
-    gateway = Gateway(storage)
+    gateway = gateway_over(storage)
     client: asyncio.Future[object] | None = None
 
     async def client_deletes_meanwhile(node: str, object_id: str) -> None:
@@ -314,16 +283,8 @@ def test_a_delete_through_the_same_gateway_during_a_copy_brings_nothing_back() -
 
 def test_a_tombstone_moves_like_an_object_and_covers_the_older_copies() -> None:
     storage = InMemoryObjectStorage()
-    tombstone = v(40)
     storage.store(owner("deleted"), "deleted", b"old on the owner", version=v(10))
-    storage.store(
-        elsewhere("deleted"),
-        "deleted",
-        tombstone_body(tombstone),
-        TOMBSTONE_CONTENT_TYPE,
-        version=tombstone,
-        deleted=True,
-    )
+    storage.store(elsewhere("deleted"), "deleted", b"", version=v(40), deleted=True)
     summary, _ = run(storage)
     assert summary.moved == 1
     assert storage.node_of("deleted") == [owner("deleted")]
@@ -333,15 +294,7 @@ def test_a_tombstone_moves_like_an_object_and_covers_the_older_copies() -> None:
 def test_a_tombstone_is_purged_only_alone_past_its_grace_and_with_every_node_listed() -> None:
     storage = InMemoryObjectStorage()
     for raw_id, seconds in (("oldstone", NOW - 7200), ("newstone", NOW - 60)):
-        tombstone = v(seconds)
-        storage.store(
-            owner(raw_id),
-            raw_id,
-            tombstone_body(tombstone),
-            TOMBSTONE_CONTENT_TYPE,
-            version=tombstone,
-            deleted=True,
-        )
+        storage.store(owner(raw_id), raw_id, b"", version=v(seconds), deleted=True)
     down = [*NODES[:3], make_node("node-3", NodeState.DOWN)]
     summary, _ = run(storage, down, tombstone_grace_seconds=3600)
     assert summary.purged == 0, "a node not listed may hold a copy the tombstone covers"
@@ -401,32 +354,33 @@ def test_a_down_node_is_not_listed_and_makes_the_run_incomplete() -> None:
     assert not summary.everything_in_place
 
 
-def test_listings_are_merged_in_key_order_pulling_one_entry_ahead_per_node() -> None:
+def test_walks_are_merged_in_id_order_pulling_one_id_ahead_per_node() -> None:
     storage = InMemoryObjectStorage()
     for i in range(300):
         storage.store(NODES[i % 3].name, f"k{i:04d}", b"x", version=v(1))
     storage.store(NODES[3].name, "k0007", b"x", version=v(2))
+    storage.store(NODES[3].name, "k0007", b"y", version=v(3))
     pulled = [0]
-    original = storage.list_objects
+    original = storage.walk
 
-    async def counting(node: Node, **bounds: str):  # type: ignore[no-untyped-def]
-        async for entry in original(node, **bounds):
+    async def counting(node: Node, **bounds: object) -> AsyncIterator[tuple[str, StoredVersion]]:
+        async for entry in original(node, **bounds):  # type: ignore[arg-type]
             pulled[0] += 1
             yield entry
 
-    storage.list_objects = counting  # type: ignore[method-assign]
+    storage.walk = counting  # type: ignore[method-assign]
 
-    async def scenario() -> list[tuple[str, list[str]]]:
+    async def scenario() -> list[tuple[str, list[tuple[str, int]]]]:
         seen = []
-        async for key, copies in merged_listings(storage, NODES, {}):
-            # Never more than one entry per node beyond the key handed out.
-            assert pulled[0] <= len(seen) + 1 + 2 * len(NODES)
-            seen.append((key, [node.name for node, _ in copies]))
+        async for key, held in merged_walk(storage, NODES, {}):
+            # Never more than an ID per node (and its versions) beyond the one handed out.
+            assert pulled[0] <= len(seen) + 1 + 3 * len(NODES)
+            seen.append((key, [(node.name, len(versions)) for node, versions in held]))
         return seen
 
     seen = asyncio.run(scenario())
     assert [key for key, _ in seen] == sorted(f"k{i:04d}" for i in range(300))
-    assert dict(seen)["k0007"] == [NODES[1].name, NODES[3].name]
+    assert dict(seen)["k0007"] == [(NODES[1].name, 1), (NODES[3].name, 2)]
 
 
 # -- with N replicas per ID (the repair) ------------------------------------------------------
@@ -463,7 +417,7 @@ def test_a_replica_replaced_by_an_empty_node_is_refilled_and_a_second_run_has_no
         for node in replicas_of(raw_id):
             storage.store(node, raw_id, raw_id.encode(), version=v(1))
     emptied = "node-1"
-    storage.objects = {key: value for key, value in storage.objects.items() if key[0] != emptied}
+    storage.records = {key: value for key, value in storage.records.items() if key[0] != emptied}
 
     summary, _ = run(storage, replicas=3)
 
@@ -479,20 +433,16 @@ def test_a_tombstone_is_purged_only_once_every_replica_holds_it() -> None:
     tombstone = v(NOW - 7200)
     first, second, third = replicas_of("gone")
     for node in (first, second):
-        storage.store(
-            node,
-            "gone",
-            tombstone_body(tombstone),
-            TOMBSTONE_CONTENT_TYPE,
-            version=tombstone,
-            deleted=True,
-        )
+        storage.store(node, "gone", b"", version=tombstone, deleted=True)
     storage.store(third, "gone", b"old", version=v(10))
+    storage.unreachable_nodes = {third}
 
     summary, _ = run(storage, replicas=3, tombstone_grace_seconds=3600)
     assert summary.purged == 0
-    assert all(storage.objects[(node, "gone")].deleted for node in (first, second, third))
+    assert storage.node_of("gone") == sorted([first, second, third])
 
+    storage.unreachable_nodes = set()
     summary, _ = run(storage, replicas=3, tombstone_grace_seconds=3600)
+    # The third replica got the tombstone, lost the old version, and then all of it went.
     assert summary.purged == 1
     assert storage.node_of("gone") == []

@@ -136,15 +136,15 @@ def test_metrics_and_the_access_log_say_how_many_replicas_each_answer_had(
     assert get_line["replicas"] == 2
 
     # Two replicas lose their copy: whichever two a read asks, one of them is repaired.
-    del replicated.storage.objects[("node-1", "abc")]
-    del replicated.storage.objects[("node-2", "abc")]
+    del replicated.storage.records[("node-1", "abc")]
+    del replicated.storage.records[("node-2", "abc")]
     assert client.get("/object/abc").content == b"x"
     text = client.get("/metrics").text
     assert metric(text, "gateway_read_repairs_total", outcome="scheduled") == 1
     for name in (
         "gateway_degraded_writes_total",
         "gateway_handoff_copies_total",
-        "gateway_superseded_writes_total",
+        "gateway_rehomed_writes_total",
     ):
         assert metric(text, name) == 0, name
 

@@ -1,6 +1,10 @@
 """Objects on MinIO (S3) nodes: requests signed by minio-py, carried by aiohttp on the event loop.
 
-storage.py        the ObjectStorage port: head, get, put, delete, list
+keys.py           where things are kept in a bucket: the one place that names keys
+storage.py        the ObjectStorage port: versions, open, head, put, promote, remove, walk
+walks.py          a bucket's versions in ID order, and objects under the old layout
+listings.py       ListObjectsV2, page by page
+marks.py          the NodeMarking and Leases ports: drain marks, migration mark, job claims
 uploads.py        a write in one PUT (a small body in hand, or the client's body streamed)
 multipart.py      a write of unknown length in parts
 upload_budget.py  where parts are held while they fill: memory, else temporary files

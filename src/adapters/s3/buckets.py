@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from adapters.s3.keys import MIGRATED_MARK_KEY
 from adapters.s3.responses import NoSuchBucket, error_for, raise_for, read_document, xml_text
 from adapters.s3.transport import S3Transport
 from domain.node import Node
@@ -62,7 +64,25 @@ class Buckets:
                     _BUCKET_EXISTS_CODES | {None}
                 ):
                     raise error_for(node, response.status, document)
+            if response.status == 200:
+                await self._mark_migrated(node)
         self._ready.add(key)
+
+    async def _mark_migrated(self, node: Node) -> None:
+        """A bucket this gateway made never held an object under the layout before versions had
+        keys of their own: reads there need not look for one."""
+        note = b"made with versions under by-id/"
+        response = await self._transport.request(
+            node,
+            "PUT",
+            MIGRATED_MARK_KEY,
+            headers={"Content-Length": str(len(note)), "Content-Type": "text/plain"},
+            data=note,
+            payload_hash=hashlib.sha256(note).hexdigest(),
+        )
+        async with response:
+            if response.status != 200:
+                await raise_for(node, response, self._transport.settings.first_byte_timeout_seconds)
 
     async def retrying(self, node: Node, operation: Callable[[], Awaitable[_T]]) -> _T:
         """``operation``, made once more (after making the bucket) if the node says it has none."""

@@ -36,20 +36,16 @@ class MultipartUploads:
         self._uploads = uploads
         self._spool = spool
 
-    async def put(  # noqa: PLR0917 - private to the storage, called from one place
+    async def put(
         self,
         node: Node,
         key: str,
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str,
-        metadata: Mapping[str, str],
-        conditions: Mapping[str, str],
     ) -> ObjectInfo:
-        """A multipart upload, one part at a time; one PUT if the body fits in one part.
-
-        ``metadata`` goes with the object (the upload's start), ``conditions`` with its commit.
-        """
+        """A multipart upload, one part at a time; one PUT if the body fits in one part. Each
+        part carries its checksum (Content-MD5), which the node checks."""
         parts = _Parts(body, self._transport.settings.part_size_bytes)
         upload_id: str | None = None
         etags: list[str] = []
@@ -64,13 +60,11 @@ class MultipartUploads:
                     if parts.ended and upload_id is None:
                         # The whole body fits in one part: one ordinary PUT, no multipart.
                         check_length(parts.total, length)
-                        etag = await self._put_part(
-                            node, key, part, content_type, headers={**metadata, **conditions}
-                        )
+                        etag = await self._put_part(node, key, part, content_type)
                         return ObjectInfo(size=part.size, content_type=content_type, etag=etag)
                     if upload_id is None:
                         upload_id = await self._buckets.retrying(
-                            node, lambda: self._create(node, key, content_type, metadata)
+                            node, lambda: self._create(node, key, content_type)
                         )
                     if part.size or not etags:
                         number = str(len(etags) + 1)
@@ -88,7 +82,7 @@ class MultipartUploads:
                 if parts.ended:
                     break
             check_length(parts.total, length)
-            etag = await self._complete(node, key, upload_id, etags, conditions)
+            etag = await self._complete(node, key, upload_id, etags)
         except BaseException:
             if upload_id is not None:
                 # Aborting frees the node's space for the parts. Shielded: a cancelled request
@@ -106,7 +100,6 @@ class MultipartUploads:
         content_type: str | None,
         *,
         query: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
     ) -> str:
         whole = part.whole()
         return await self._buckets.retrying(
@@ -118,20 +111,18 @@ class MultipartUploads:
                 part.slices() if whole is None else whole,
                 content_type,
                 query=query,
-                headers=headers,
+                headers={"Content-MD5": part.md5()},
             ),
         )
 
-    async def _create(
-        self, node: Node, key: str, content_type: str, metadata: Mapping[str, str]
-    ) -> str:
+    async def _create(self, node: Node, key: str, content_type: str) -> str:
         timeout = self._transport.settings.first_byte_timeout_seconds
         response = await self._transport.request(
             node,
             "POST",
             key,
             query={"uploads": ""},
-            headers={"Content-Type": content_type, **metadata},
+            headers={"Content-Type": content_type},
         )
         async with response:
             if response.status != 200:
@@ -147,7 +138,6 @@ class MultipartUploads:
         key: str,
         upload_id: str,
         etags: list[str],
-        conditions: Mapping[str, str],
     ) -> str:
         element = Element("CompleteMultipartUpload")
         for number, etag in enumerate(etags, start=1):
@@ -158,7 +148,6 @@ class MultipartUploads:
         headers = {
             "Content-Type": "application/xml",
             "Content-MD5": md5sum_hash(document) or "",
-            **conditions,
         }
         # Assembling a large upload takes the node a while before it answers.
         timeout = self._transport.settings.idle_timeout_seconds

@@ -18,6 +18,7 @@ from minio.xml import findtext
 
 from adapters.s3.transport import map_errors
 from domain.errors import (
+    CopyMismatch,
     GatewayError,
     NodeUnavailable,
     NodeUnreachable,
@@ -175,6 +176,10 @@ def error_for(
         )
     if status == 404 or code in _NOT_FOUND_CODES:
         return ObjectNotFound("no object is stored under this ID", node_name=node.name)
+    if code in ("BadDigest", "InvalidDigest"):
+        return CopyMismatch(
+            "the node received bytes that do not match their checksum", node_name=node.name
+        )
     if status == 412 or code == "PreconditionFailed":
         return PreconditionFailed("the object changed on the node meanwhile", node_name=node.name)
     if from_client and status in _CLIENT_ERROR_STATUSES and code not in _NODE_SETUP_CODES:

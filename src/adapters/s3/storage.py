@@ -1,4 +1,5 @@
-"""The ``ObjectStorage`` port on MinIO (S3) nodes: each method one node request (or a few).
+"""The ``ObjectStorage`` port on MinIO (S3) nodes: each version of an ID a key of its own
+(``keys``), written once and never changed, only removed.
 
 Bodies stream between the client's socket and the node's with backpressure both ways; a small
 object is read in one go and sent in one piece. How a write goes up depends on what is known of
@@ -7,81 +8,124 @@ its length (``uploads``, ``multipart``); every failure reaches the caller as a d
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
-from dataclasses import replace
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import quote
 
-from minio.datatypes import Object as S3Object
-from minio.xml import findall, findtext
 from opentelemetry.trace import Tracer
 
 from adapters.s3.buckets import Buckets
+from adapters.s3.keys import (
+    id_prefix,
+    legacy_key,
+    version_key,
+    version_of,
+)
+from adapters.s3.listings import Listed, list_keys
+from adapters.s3.marks import NodeMarksOnS3
 from adapters.s3.multipart import MultipartUploads
 from adapters.s3.responses import (
-    DELETED_HEADER,
-    VERSION_HEADER,
     NoSuchBucket,
     ResponseBody,
     content_range_of,
+    error_for,
     info_from,
     raise_for,
     read_document,
+    xml_text,
 )
 from adapters.s3.transport import MinioSettings, S3Transport, map_errors
 from adapters.s3.upload_budget import PartSpool
-from adapters.s3.uploads import SMALL_BODY_BYTES, Uploads, condition_headers
-from domain.errors import NodeUnavailable, ObjectNotFound, RangeNotSatisfiable
-from domain.node import DrainState, Node
+from adapters.s3.uploads import SMALL_BODY_BYTES, Uploads
+from adapters.s3.walks import legacy_version, walk
+from domain.errors import CopyMismatch, NodeUnavailable, RangeNotSatisfiable
+from domain.node import Node
 from domain.object_id import ObjectId
 from domain.objects import (
     ByteRange,
-    ListedObject,
     ObjectInfo,
     StoredObject,
-    WriteCondition,
+    StoredVersion,
+    VersionKind,
+    moment_of,
     unquoted_etag,
 )
 from domain.versions import Version
 
-__all__ = ["DRAIN_MARK_KEY", "MinioObjectStorage"]
+__all__ = ["MinioObjectStorage"]
 
-_LIST_PAGE_SIZE = 1000
-# Where a node's drain mark is kept: in its own bucket, under a key no object ID can take.
-DRAIN_MARK_KEY = ".gateway/draining"
-_DRAIN_STATE_HEADER = "x-amz-meta-gateway-drain"
+# An ID rarely has more than two versions at once: one page of this many holds them all.
+_VERSIONS_PAGE = 100
 
 
-class MinioObjectStorage:
-    """The ``ObjectStorage`` and ``DrainMarks`` ports on MinIO nodes, over one pooled aiohttp
-    session."""
+class MinioObjectStorage(NodeMarksOnS3):
+    """The ``ObjectStorage``, ``NodeMarking`` and ``Leases`` ports on MinIO nodes, over one pooled
+    aiohttp session."""
 
     def __init__(
         self, settings: MinioSettings, part_spool: PartSpool, tracer: Tracer | None = None
     ) -> None:
         self._settings = settings
-        self._transport = S3Transport(settings, tracer)
-        self._buckets = Buckets(self._transport)
-        self._uploads = Uploads(self._transport, self._buckets)
-        self._multipart = MultipartUploads(
-            self._transport, self._buckets, self._uploads, part_spool
-        )
+        transport = S3Transport(settings, tracer)
+        buckets = Buckets(transport)
+        uploads = Uploads(transport, buckets)
+        super().__init__(transport, buckets, uploads)
+        self._multipart = MultipartUploads(transport, buckets, uploads, part_spool)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    async def head(self, node: Node, object_id: ObjectId) -> ObjectInfo:
-        response = await self._transport.request(node, "HEAD", object_id.value)
+    def walk(
+        self, node: Node, *, prefix: str = "", start_after: str = "", legacy: bool = False
+    ) -> AsyncIterator[tuple[str, StoredVersion]]:
+        return walk(self._transport, node, prefix=prefix, start_after=start_after, legacy=legacy)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def versions(
+        self, node: Node, object_id: ObjectId, *, legacy: bool = False
+    ) -> list[StoredVersion]:
+        listing = self._listed_versions(node, object_id.value)
+        if not legacy:
+            return await listing
+        listed, old = await _both(listing, legacy_version(self._transport, node, object_id.value))
+        return sorted([*listed, old]) if old is not None else listed
+
+    async def _listed_versions(self, node: Node, raw_id: str) -> list[StoredVersion]:
+        found = []
+        async for listed in list_keys(
+            self._transport, node, prefix=id_prefix(raw_id), page_size=_VERSIONS_PAGE
+        ):
+            parsed = version_of(listed.key)
+            if parsed is not None and parsed[0] == raw_id:
+                found.append(
+                    StoredVersion(
+                        parsed[1], parsed[2], listed.size, listed.etag, stored_at=_seconds(listed)
+                    )
+                )
+        return found
+
+    async def head(self, node: Node, object_id: ObjectId, stored: StoredVersion) -> ObjectInfo:
+        response = await self._transport.request(node, "HEAD", _key_of(object_id, stored))
         async with response:
             if response.status != 200:
                 await raise_for(node, response, self._settings.first_byte_timeout_seconds)
-            return info_from(response.headers)
+            return _served(info_from(response.headers), stored)
 
-    async def get(
-        self, node: Node, object_id: ObjectId, byte_range: ByteRange | None = None
+    async def open(
+        self,
+        node: Node,
+        object_id: ObjectId,
+        stored: StoredVersion,
+        byte_range: ByteRange | None = None,
     ) -> StoredObject:
         settings = self._settings
         headers = None if byte_range is None else {"Range": byte_range.header_value()}
-        response = await self._transport.request(node, "GET", object_id.value, headers=headers)
+        response = await self._transport.request(
+            node, "GET", _key_of(object_id, stored), headers=headers
+        )
         # Nodes answer a range three ways: 206 with Content-Range (MinIO), 200 with Content-Range
         # and only those bytes (rclone), or 200 with the whole object (servers that ignore Range),
         # which is then cut here.
@@ -89,24 +133,19 @@ class MinioObjectStorage:
         try:
             if response.status == 416:
                 response.close()
-                stored = await self.head(node, object_id)
-                if stored.deleted:
-                    return _tombstone(stored)
                 raise RangeNotSatisfiable(
                     _beyond(byte_range, stored.size), stored.size, node_name=node.name
                 )
             if response.status not in (200, 206):
                 await raise_for(node, response, settings.first_byte_timeout_seconds)
-            info = info_from(response.headers)
-            if info.deleted:
-                response.close()
-                return _tombstone(info)
+            info = _served(info_from(response.headers), stored)
             sent = info.size  # what the node's body holds
             content_range: tuple[int, int] | None = None
             if byte_range is not None and "Content-Range" in response.headers:
                 start, end, total = content_range_of(node, response.headers["Content-Range"])
-                # The whole object's size; its version stays (copies are compared by it).
-                info = replace(info, size=total)
+                info = ObjectInfo(
+                    total, info.content_type, info.etag, info.last_modified, info.version
+                )
                 content_range = (start, end)
             elif byte_range is not None:
                 content_range = byte_range.resolve(info.size)
@@ -141,37 +180,45 @@ class MinioObjectStorage:
         )
         return StoredObject(info, body.chunks(), body.close, content_range=content_range)
 
-    async def put(
+    # -- writing ----------------------------------------------------------------------------
+
+    async def put(  # noqa: PLR0917 - the port's signature
         self,
         node: Node,
         object_id: ObjectId,
+        version: Version,
+        kind: VersionKind,
         body: AsyncIterator[bytes],
         length: int | None,
         content_type: str,
         *,
-        version: Version,
-        deleted: bool = False,
-        condition: WriteCondition | None = None,
-    ) -> ObjectInfo:
+        content_md5: str | None = None,
+    ) -> StoredVersion:
         await self._buckets.ensure(node)
-        metadata = {VERSION_HEADER: str(version)}
-        if deleted:
-            metadata[DELETED_HEADER] = "true"
-        conditions = condition_headers(condition)
-        key = object_id.value
+        key = version_key(object_id.value, version, kind)
+        headers = {}
+        if content_md5 is not None:
+            # The node checks the bytes it received against it, and stores nothing if they differ.
+            headers["Content-MD5"] = base64.b64encode(bytes.fromhex(content_md5)).decode()
         try:
             if length is not None and length <= SMALL_BODY_BYTES:
-                info = await self._uploads.put_small(
-                    node, key, body, length, content_type, {**metadata, **conditions}
-                )
+                info = await self._uploads.put_small(node, key, body, length, content_type, headers)
             elif length is not None and length <= self._settings.max_single_put_bytes:
                 info = await self._uploads.put_streamed(
-                    node, key, body, length, content_type, {**metadata, **conditions}
+                    node, key, body, length, content_type, headers
                 )
             else:
+                digest = hashlib.md5(usedforsecurity=False)
                 info = await self._multipart.put(
-                    node, key, body, length, content_type, metadata, conditions
+                    node, key, _digesting(body, digest.update), length, content_type
                 )
+                if content_md5 is not None and digest.hexdigest() != content_md5:
+                    # Parts were checked one by one; the whole is checked here, and undone.
+                    await self._remove_key(node, key)
+                    raise CopyMismatch(
+                        f"the copy's bytes hash to {digest.hexdigest()}, not {content_md5}",
+                        node_name=node.name,
+                    )
         except NoSuchBucket:
             # Its bucket went after it was made (the node was recreated on an empty volume, say),
             # and a body that is streamed cannot be sent twice: the bucket is made again now, and
@@ -182,99 +229,81 @@ class MinioObjectStorage:
                 "its bucket was missing and has been created again; retry",
                 retry_after_seconds=1,
             ) from None
-        return replace(info, version=version, deleted=deleted)
+        return StoredVersion(version, kind, info.size, info.etag)
 
-    async def delete(self, node: Node, object_id: ObjectId) -> None:
-        response = await self._transport.request(node, "DELETE", object_id.value)
-        async with response:
-            if response.status not in (200, 204):
-                try:
-                    await raise_for(node, response, self._settings.first_byte_timeout_seconds)
-                except ObjectNotFound:
-                    return  # no bucket yet: nothing to delete
-
-    async def list_objects(
-        self, node: Node, *, prefix: str = "", start_after: str = ""
-    ) -> AsyncIterator[ListedObject]:
+    async def promote(
+        self, node: Node, object_id: ObjectId, pending: StoredVersion
+    ) -> StoredVersion:
+        raw_id, version = object_id.value, pending.version
+        source = f"/{self._settings.bucket}/{version_key(raw_id, version, VersionKind.PENDING)}"
         timeout = self._settings.idle_timeout_seconds
-        token: str | None = None
-        while True:
-            query = {"list-type": "2", "max-keys": str(_LIST_PAGE_SIZE)}
-            if prefix:
-                query["prefix"] = prefix
-            if start_after:
-                query["start-after"] = start_after
-            if token:
-                query["continuation-token"] = token
-            response = await self._transport.request(
-                node, "GET", None, query=query, timeout=timeout
-            )
-            async with response:
-                if response.status == 404:
-                    return  # no bucket: the node holds nothing
-                if response.status != 200:
-                    await raise_for(node, response, self._settings.first_byte_timeout_seconds)
-                document = await read_document(node, response, timeout)
-            try:
-                element = ET.fromstring(document)  # noqa: S314 - a node's own answer
-                page = [
-                    S3Object.fromxml(entry, self._settings.bucket)
-                    for entry in findall(element, "Contents")
-                ]
-            except (ET.ParseError, ValueError, TypeError, AttributeError) as exc:
-                raise NodeUnavailable(
-                    node.name, f"it answered a listing it cannot read ({exc})"
-                ) from exc
-            for listed in page:
-                yield ListedObject(
-                    name=listed.object_name or "",
-                    size=listed.size or 0,
-                    etag=unquoted_etag(listed.etag or ""),
-                    last_modified=listed.last_modified,
-                )
-            token = findtext(element, "NextContinuationToken")
-            if (findtext(element, "IsTruncated") or "").lower() != "true" or not token:
-                return
-
-    # -- drain marks ------------------------------------------------------------------------
-
-    async def drain_state(self, node: Node) -> DrainState | None:
-        response = await self._transport.request(node, "HEAD", DRAIN_MARK_KEY)
-        async with response:
-            if response.status == 200:
-                state = response.headers.get(_DRAIN_STATE_HEADER, "")
-                drained = state == DrainState.DRAINED.value
-                return DrainState.DRAINED if drained else DrainState.DRAINING
-            if response.status == 404:
-                return None
-            await raise_for(node, response, self._settings.first_byte_timeout_seconds)
-
-    async def mark(self, node: Node, state: DrainState, note: str) -> None:
-        await self._buckets.ensure(node)
-        data = note.encode()
-        await self._buckets.retrying(
+        response = await self._transport.request(
             node,
-            lambda: self._uploads.put_bytes(
-                node,
-                DRAIN_MARK_KEY,
-                len(data),
-                data,
-                "text/plain",
-                headers={_DRAIN_STATE_HEADER: state.value},
-                from_client=False,
-            ),
+            "PUT",
+            version_key(raw_id, version, VersionKind.DATA),
+            timeout=timeout,
+            headers={"x-amz-copy-source": quote(source)},
         )
+        async with response:
+            answer = await read_document(node, response, timeout)
+            # S3 may report a failed copy with 200 and an <Error> document.
+            if response.status != 200 or xml_text(answer, "Code"):
+                raise error_for(node, response.status, answer)
+        etag = unquoted_etag(xml_text(answer, "ETag") or "") or pending.etag
+        return StoredVersion(version, VersionKind.DATA, pending.size, etag)
 
-    async def unmark(self, node: Node) -> None:
-        response = await self._transport.request(node, "DELETE", DRAIN_MARK_KEY)
+    async def remove(self, node: Node, object_id: ObjectId, stored: StoredVersion) -> None:
+        await self._remove_key(node, _key_of(object_id, stored))
+
+    async def _remove_key(self, node: Node, key: str) -> None:
+        response = await self._transport.request(node, "DELETE", key)
         async with response:
             if response.status not in (200, 204, 404):
                 await raise_for(node, response, self._settings.first_byte_timeout_seconds)
 
 
-def _tombstone(info: ObjectInfo) -> StoredObject:
-    """A tombstone as read: its metadata, and none of its bytes (a read of it is a 404)."""
-    return StoredObject(info, _single(b""), _nothing, b"")
+def _seconds(listed: Listed) -> float | None:
+    return None if listed.last_modified is None else listed.last_modified.timestamp()
+
+
+def _key_of(object_id: ObjectId, stored: StoredVersion) -> str:
+    if stored.legacy:
+        return legacy_key(object_id.value)
+    return version_key(object_id.value, stored.version, stored.kind)
+
+
+def _served(info: ObjectInfo, stored: StoredVersion) -> ObjectInfo:
+    """What a node answered for a version, as it is served: dated by its version."""
+    if stored.legacy and info.version is None:
+        return ObjectInfo(info.size, info.content_type, info.etag, info.last_modified)
+    return ObjectInfo(
+        info.size,
+        info.content_type,
+        info.etag,
+        moment_of(stored.version),
+        stored.version,
+        stored.deleted,
+    )
+
+
+async def _both(
+    first: Awaitable[list[StoredVersion]], second: Awaitable[StoredVersion | None]
+) -> tuple[list[StoredVersion], StoredVersion | None]:
+    """Both answers, asked at once; the first failure, once both are done."""
+    one, two = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(one, BaseException):
+        raise one
+    if isinstance(two, BaseException):
+        raise two
+    return one, two
+
+
+async def _digesting(
+    body: AsyncIterator[bytes], update: Callable[[bytes], object]
+) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        update(chunk)
+        yield chunk
 
 
 def _beyond(byte_range: ByteRange | None, size: int) -> str:

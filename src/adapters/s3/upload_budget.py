@@ -13,6 +13,8 @@ beyond which an upload is refused at once (503 with Retry-After) rather than mad
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -81,6 +83,8 @@ class PartBuffer:
         self._memory = bytearray()
         self._file: IO[bytes] | None = None
         self.size = 0
+        # Sent with the part (Content-MD5): the node refuses a part damaged on the way.
+        self._md5 = hashlib.md5(usedforsecurity=False)
 
     @property
     def in_memory(self) -> bool:
@@ -89,6 +93,7 @@ class PartBuffer:
     async def append(self, chunk: bytes) -> None:
         if not chunk:
             return
+        self._md5.update(chunk)
         if self._file is None and self._spool.memory.try_take(len(chunk)):
             self._memory += chunk
         else:
@@ -115,6 +120,10 @@ class PartBuffer:
             await asyncio.to_thread(self._file.write, self._memory)
             self._memory = bytearray()
             self._spool.memory.give_back(held)
+
+    def md5(self) -> str:
+        """The part's checksum as Content-MD5 carries it (base64)."""
+        return base64.b64encode(self._md5.digest()).decode()
 
     def whole(self) -> bytes | None:
         """The part as one bytes object when it is small and in memory (sent in one write)."""

@@ -17,25 +17,14 @@ from adapters.s3.responses import etag_of, raise_for
 from adapters.s3.transport import UNSIGNED_PAYLOAD, RequestBody, S3Transport
 from domain.errors import IncompleteBody, NodeUnreachable
 from domain.node import Node
-from domain.objects import ObjectInfo, WriteCondition, quoted_etag
-from domain.sizes import KiB, MiB
+from domain.objects import ObjectInfo
+from domain.sizes import SMALL_OBJECT_BYTES, MiB
 
-__all__ = ["SMALL_BODY_BYTES", "Uploads", "check_length", "condition_headers"]
+__all__ = ["SMALL_BODY_BYTES", "Uploads", "check_length"]
 
-SMALL_BODY_BYTES = 64 * KiB
+SMALL_BODY_BYTES = SMALL_OBJECT_BYTES
 # A buffered body goes out at the node's pace; its time to first byte allows for a modest rate.
 _ASSUMED_NODE_BYTES_PER_SECOND = 10 * MiB
-
-
-def condition_headers(condition: WriteCondition | None) -> dict[str, str]:
-    if condition is None:
-        return {}
-    headers = {}
-    if condition.only_if_absent:
-        headers["If-None-Match"] = "*"
-    if condition.only_if_etag is not None:
-        headers["If-Match"] = quoted_etag(condition.only_if_etag)
-    return headers
 
 
 def check_length(received: int, announced: int | None) -> None:
@@ -93,7 +82,7 @@ class Uploads:
         content_type: str,
         headers: Mapping[str, str],
     ) -> ObjectInfo:
-        """``headers``: the object's metadata and the write's conditions."""
+        """``headers``: the object's metadata and checksum."""
         data = bytes(await _gathered(body, length))
         etag = await self._buckets.retrying(
             node,
@@ -112,7 +101,7 @@ class Uploads:
     ) -> ObjectInfo:
         """One PUT whose body is the client's, chunk by chunk, as the node accepts it.
 
-        ``headers``: the object's metadata and the write's conditions.
+        ``headers``: the object's metadata and checksum.
         """
         settings = self._transport.settings
         sent = 0

@@ -1,10 +1,10 @@
 """The admin API: rebalance, drain and undrain, run inside a gateway and streamed as JSON lines.
 
-They run in the gateway, not in a process of their own, so that their moves take turns with the
-gateway's own writes to the same IDs (``WriteLocks``): exact on every S3 server, with or without
-conditional writes. They are served only on the admin listener (``GATEWAY_ADMIN_HOST``:
-``GATEWAY_ADMIN_PORT``, loopback by default), which the ``object-gateway`` commands talk to; on
-the public port these paths do not exist. One job runs at a time.
+They run in a gateway (whichever the command reaches), with its view of the fleet. They are served
+only on the admin listener (``GATEWAY_ADMIN_HOST``:``GATEWAY_ADMIN_PORT``, loopback by default),
+which the ``object-gateway`` commands talk to; on the public port these paths do not exist. One
+job runs at a time across every gateway of the fleet: each holds the fleet's job lease, whose
+claims are kept on the nodes (``JobLease``), while it runs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from litestar.response import Stream
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from application.drain import Drain
-from application.fleet import Fleet, Membership
+from application.fleet import Fleet
+from application.leases import JobLease
 from application.rebalance import (
     DEFAULT_CONCURRENCY,
     Rebalance,
@@ -32,8 +33,7 @@ from application.rebalance import (
     StepResult,
     Survey,
 )
-from domain.errors import GatewayError
-from entrypoints.http.errors import AdminBusy
+from domain.errors import GatewayError, JobInProgress
 
 __all__ = ["AdminJobs", "admin_router"]
 
@@ -108,18 +108,19 @@ class AdminJobs:
         fleet: Fleet,
         rebalance: Callable[..., Rebalance],
         drain: Drain,
+        lease: JobLease,
         tracer: Tracer | None = None,
     ) -> None:
         self._fleet = fleet
         self._rebalance = rebalance
         self._drain = drain
+        self._lease = lease
         self._tracer = tracer
         self._busy = asyncio.Lock()
 
     def rebalance(self, *, dry_run: bool, concurrency: int) -> AsyncIterator[bytes]:
         async def job(events: _Events) -> None:
-            membership: Membership = await self._fleet.membership()
-            rebalance = self._rebalance(membership=membership, concurrency=concurrency)
+            rebalance = self._rebalance(concurrency=concurrency)
             survey = await rebalance.survey(events if dry_run else None)
             events.surveyed(survey)
             if dry_run:
@@ -127,7 +128,8 @@ class AdminJobs:
             else:
                 await rebalance.execute(events)
 
-        return self._run("rebalance", job)
+        # A dry run changes nothing: it needs no lease.
+        return self._run("rebalance", job, exclusive=not dry_run)
 
     def drain(self, node: str) -> AsyncIterator[bytes]:
         async def job(events: _Events) -> None:
@@ -138,18 +140,18 @@ class AdminJobs:
 
     async def undrain(self, node: str) -> None:
         self.refuse_if_busy()
-        async with self._busy:
+        async with self._busy, self._lease.held("undrain"):
             await self._drain.undrain(node)
 
     def refuse_if_busy(self) -> None:
         if self._busy.locked():
-            raise AdminBusy("a rebalance or drain is already running in this gateway")
+            raise JobInProgress("a rebalance or drain is already running in this gateway")
 
     async def _run(
-        self, name: str, job: Callable[[_Events], Awaitable[None]]
+        self, name: str, job: Callable[[_Events], Awaitable[None]], *, exclusive: bool = True
     ) -> AsyncIterator[bytes]:
         if self._busy.locked():  # another job started since the request was checked
-            busy = AdminBusy("a rebalance or drain is already running in this gateway")
+            busy = JobInProgress("a rebalance or drain is already running in this gateway")
             yield _line({"event": "error", "error": busy.code, "detail": busy.detail})
             return
         async with self._busy:
@@ -164,7 +166,11 @@ class AdminJobs:
                 with traced as span:
                     events.span = span
                     try:
-                        await job(events)
+                        if exclusive:
+                            async with self._lease.held(name):
+                                await job(events)
+                        else:
+                            await job(events)
                     except GatewayError as exc:
                         events.emit("error", error=exc.code, detail=exc.detail)
                         if span is not None:

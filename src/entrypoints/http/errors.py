@@ -11,17 +11,18 @@ from domain.errors import (
     BodyTooLarge,
     GatewayError,
     InvalidRequest,
+    JobInProgress,
     ObjectNotFound,
     PreconditionFailed,
     RangeNotSatisfiable,
     ServiceUnavailable,
+    UploadTooSlow,
 )
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_SECONDS",
     "ERROR_FIELDS",
     "STATUS_BY_ERROR",
-    "AdminBusy",
     "ErrorBody",
     "MethodNotAllowed",
     "RouteNotFound",
@@ -58,12 +59,6 @@ class RouteNotFound(GatewayError):
     code = "not_found"
 
 
-class AdminBusy(GatewayError):
-    """Another rebalance or drain is running in this gateway."""
-
-    code = "admin_busy"
-
-
 class MethodNotAllowed(GatewayError):
     """The path has no such method; ``allowed`` lists the ones it has."""
 
@@ -78,8 +73,9 @@ class MethodNotAllowed(GatewayError):
 STATUS_BY_ERROR: dict[type[GatewayError], int] = {
     RouteNotFound: 404,
     MethodNotAllowed: 405,
-    AdminBusy: 409,
+    JobInProgress: 409,
     BodyTooLarge: 413,
+    UploadTooSlow: 408,
     InvalidRequest: 400,
     ObjectNotFound: 404,
     PreconditionFailed: 412,

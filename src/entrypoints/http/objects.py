@@ -139,7 +139,6 @@ class ObjectApi:
         if self._replicated:
             exchange.facts.replicas = outcome.copies
         info = outcome.info
-        # No entity tag for a write superseded at once by a concurrent one: it was never stored.
         etag = info.etag or None
         body = _ENCODE.encode({"id": exchange.object_id, "size": info.size, "etag": etag})
         head = [(b"content-type", _JSON), (b"content-length", b"%d" % len(body))]

@@ -9,10 +9,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from application.conditional import ConditionalWrites
 from application.fleet import Fleet
-from application.read_repair import ReadRepair
 from application.readiness import NodeHealth, health_of
-from application.replicas import Replicas
+from application.reads import VersionReads
+from application.writes import VersionWrites
 from domain.circuit_breaker import NodeBreakers
 from entrypoints.observability.request_facts import RequestFacts
 
@@ -26,8 +27,9 @@ class GatewayMetrics:
         self,
         fleet: Fleet,
         breakers: NodeBreakers,
-        replicas: Replicas | None = None,
-        repairs: ReadRepair | None = None,
+        reads: VersionReads | None = None,
+        writes: VersionWrites | None = None,
+        conditional: ConditionalWrites | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -68,7 +70,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(_FleetCollector(fleet, breakers))
-        self.registry.register(_ReplicationCollector(replicas, repairs))
+        self.registry.register(_ReplicationCollector(reads, writes, conditional))
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._node_children: dict[str, tuple[Counter, Counter, Counter]] = {}
 
@@ -147,58 +149,96 @@ class _FleetCollector(Collector):
         )
 
 
-# The replicas' counters: metric, help text, ReplicaCounts field.
-_REPLICA_COUNTERS = (
+# What the read and write paths counted: metric, help text, which counts, field.
+_COUNTERS = (
     (
         "gateway_degraded_writes",
         "Writes acknowledged with fewer copies than GATEWAY_REPLICAS (no node to hand off to).",
+        "writes",
         "degraded_writes",
     ),
     (
         "gateway_handoff_copies",
         "Copies written to a node in place of a replica that could not take them.",
+        "writes",
         "handoff_copies",
     ),
     (
         "gateway_quorum_refusals",
         "Requests answered 503 because fewer replicas than the quorum could take part.",
+        "reads+writes",
         "quorum_refusals",
-    ),
-    (
-        "gateway_superseded_writes",
-        "Writes dropped before committing: a concurrent, later write to the ID came first.",
-        "superseded_writes",
     ),
     (
         "gateway_late_replica_failures",
         "Copies that failed after their write was acknowledged at the write quorum (the "
         "repair command restores them).",
+        "writes",
         "late_failures",
+    ),
+    (
+        "gateway_rehomed_writes",
+        "Writes that landed on a node marked to be drained meanwhile, copied to the ID's "
+        "replicas before they were acknowledged.",
+        "writes",
+        "rehomed_writes",
+    ),
+    (
+        "gateway_reads_looked_again",
+        "Reads whose version was moved or replaced before it could be opened, asked again.",
+        "reads",
+        "looked_again",
+    ),
+    (
+        "gateway_conditional_conflicts",
+        "Conditional writes refused (412) because another write to the ID came while they "
+        "were decided.",
+        "conditional",
+        "conflicts",
     ),
 )
 
 
 class _ReplicationCollector(Collector):
-    """What replication did (GATEWAY_REPLICAS above 1; all zero with one copy per ID)."""
+    """What the read and write paths did, and the work they left for later."""
 
-    def __init__(self, replicas: Replicas | None, repairs: ReadRepair | None) -> None:
-        self._replicas = replicas
-        self._repairs = repairs
+    def __init__(
+        self,
+        reads: VersionReads | None,
+        writes: VersionWrites | None,
+        conditional: ConditionalWrites | None,
+    ) -> None:
+        self._sources = {"reads": reads, "writes": writes, "conditional": conditional}
+        self._reads = reads
 
     def collect(self) -> Iterator[Metric]:
-        counts = None if self._replicas is None else self._replicas.counts
-        for name, description, field in _REPLICA_COUNTERS:
-            yield CounterMetricFamily(
-                name, description, 0 if counts is None else getattr(counts, field)
-            )
-        repairs = CounterMetricFamily(
-            "gateway_read_repairs",
-            "Read repairs, by outcome: scheduled, repaired (copies), failed (copies), dropped "
-            "(too many waiting; the repair command catches them).",
-            labels=["outcome"],
-        )
-        repair_counts = None if self._repairs is None else self._repairs.counts
-        for outcome in ("scheduled", "repaired", "failed", "dropped"):
-            value = 0 if repair_counts is None else getattr(repair_counts, outcome)
-            repairs.add_metric([outcome], value)
-        yield repairs
+        for name, description, sources, field in _COUNTERS:
+            value = 0
+            for source in sources.split("+"):
+                owner = self._sources[source]
+                value += 0 if owner is None else getattr(owner.counts, field)
+            yield CounterMetricFamily(name, description, value)
+        reads = self._reads
+        for name, description, work in (
+            (
+                "gateway_read_repairs",
+                "Read repairs, by outcome: scheduled, repaired, failed, dropped (too many "
+                "waiting; the repair command catches them).",
+                None if reads is None else reads.upkeep.repairs,
+            ),
+            (
+                "gateway_tidying",
+                "Removals of versions a newer one made useless, by outcome: scheduled, "
+                "repaired (done), failed, dropped.",
+                None if reads is None else reads.upkeep.tidying,
+            ),
+        ):
+            family = CounterMetricFamily(name, description, labels=["outcome"])
+            for outcome, field in (
+                ("scheduled", "scheduled"),
+                ("repaired", "done"),
+                ("failed", "failed"),
+                ("dropped", "dropped"),
+            ):
+                family.add_metric([outcome], 0 if work is None else getattr(work.counts, field))
+            yield family
