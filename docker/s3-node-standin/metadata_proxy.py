@@ -2,10 +2,12 @@
 
 rclone's S3 server keeps an object's user metadata (``x-amz-meta-*``) and Content-Type in memory
 only: a restart of the node forgets them, where MinIO keeps them with the object. The gateway
-stores each object's version and its tombstone flag there, so this proxy, in front of rclone in
-the stand-in's container, writes them beside the data (``/data/.standin-meta``) when a write
-succeeds, with the ETag the write produced, and gives them back on HEAD and GET when rclone no
-longer has them and the object is still that write. Requests and bodies pass through unchanged
+serves objects with the Content-Type they were written with (and objects of its older layout
+carry their version in their metadata), so this proxy, in front of rclone in the stand-in's
+container, writes them beside the data (``/data/.standin-meta``) when a write (or a copy within
+the node) succeeds, with the ETag the write produced, and gives them back on HEAD and GET of a key
+not written since the node started (rclone has forgotten them) when the object is still that
+write. Requests and bodies pass through unchanged
 (rclone checks the signatures), and nothing is held across requests: writes racing on one key
 commit in whatever order rclone gives them, as before; conditional writes are still ignored, as
 rclone ignores them.
@@ -14,6 +16,7 @@ rclone ignores them.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -27,7 +30,6 @@ from yarl import URL
 
 UPSTREAM = os.environ.get("STANDIN_UPSTREAM", "http://127.0.0.1:9001")
 STORE = Path(os.environ.get("STANDIN_METADATA_DIR", "/data/.standin-meta"))
-GATEWAY_META = "x-amz-meta-gateway-version"
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -41,6 +43,8 @@ UPLOAD_ID = re.compile(rb"<UploadId>([^<]+)</UploadId>")
 COMPLETED_ETAG = re.compile(rb"<ETag>([^<]+)</ETag>")
 
 uploads: dict[str, dict[str, str]] = {}
+# Keys written since this node started: rclone still has their metadata in memory.
+written_since_start: set[tuple[str, str]] = set()
 
 
 def sidecar(bucket: str, key: str) -> Path:
@@ -60,6 +64,7 @@ def metadata_of(headers: web.BaseRequest | aiohttp.ClientResponse) -> dict[str, 
 
 
 def save(bucket: str, key: str, metadata: dict[str, str]) -> None:
+    written_since_start.add((bucket, key))
     path = sidecar(bucket, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -76,7 +81,8 @@ def load(bucket: str, key: str) -> dict[str, str] | None:
 
 def etag(value: str | bytes | None) -> str:
     text = value.decode() if isinstance(value, bytes) else value or ""
-    return text.replace("&quot;", "").strip().strip('"')
+    # An ETag in an XML answer is quoted with entities (&quot; or &#34;).
+    return html.unescape(text).strip().strip('"')
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -106,7 +112,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             key is not None
             and ok
             and method in ("GET", "HEAD")
-            and GATEWAY_META not in {name.lower() for name in upstream.headers}
+            and (bucket, key) not in written_since_start
         ):
             # rclone forgot them (a restart): what was written with the object, if it is still
             # that write.
@@ -133,6 +139,17 @@ async def remember(
 ) -> bytes | None:
     """Keep (or drop) what a successful write leaves; the answer's body if it had to be read."""
     method, params = request.method, set(request.query)
+    source = request.headers.get("x-amz-copy-source")
+    if method == "PUT" and source is not None and "partNumber" not in params:
+        # A copy within the node: the copy keeps what its source was written with.
+        body = await upstream.read()
+        done = COMPLETED_ETAG.search(body)
+        source_bucket, _, source_key = unquote(source).lstrip("/").partition("/")
+        kept = load(source_bucket, source_key) or {}
+        kept.pop("etag", None)
+        if done is not None and b"<Error>" not in body:
+            save(bucket, key, {"etag": etag(done.group(1)), **kept})
+        return body
     if method == "PUT" and "partNumber" not in params and "uploadId" not in params:
         written = {"etag": etag(upstream.headers.get("ETag")), **metadata_of(request)}
         save(bucket, key, written)

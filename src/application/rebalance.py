@@ -174,6 +174,8 @@ class Rebalance:
                 result = await self._step(object_id, held, purge_allowed)
             finally:
                 slots.release()
+            if result is None:
+                return
             for name in result.migrated:
                 legacy_gone[name] = legacy_gone.get(name, 0) + 1
             summary.count(result)
@@ -197,7 +199,9 @@ class Rebalance:
         reporter.finished(summary)
         return summary
 
-    async def _step(self, object_id: ObjectId, held: Held, purge_allowed: bool) -> StepResult:
+    async def _step(
+        self, object_id: ObjectId, held: Held, purge_allowed: bool
+    ) -> StepResult | None:
         try:
             return await self._settle.step(object_id, held, purge_allowed=purge_allowed)
         except GatewayError as exc:

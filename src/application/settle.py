@@ -104,7 +104,8 @@ class Settle:
 
     async def step(  # noqa: PLR0911 - one outcome per way a step can end
         self, object_id: ObjectId, held: Held, *, purge_allowed: bool
-    ) -> StepResult:
+    ) -> StepResult | None:
+        """Settle the ID; what was done (None: nothing was needed any more)."""
         membership = await self._fleet.membership()
         replicas = membership.write_walk(object_id, self._replicas)
         names = {node.name for node in replicas}
@@ -162,7 +163,7 @@ class Settle:
             return result(Outcome.MOVED, "", migrated)
         if removed:
             return result(Outcome.STALE_DELETED, "", migrated)
-        return result(Outcome.LEFT, "nothing could be done", migrated)
+        return None  # in place by the time its turn came (a write or a tidy-up settled it)
 
     async def _remove_older(  # noqa: PLR0917 - the step's view of the ID
         self,

@@ -136,7 +136,7 @@ class SickWindows:
 class GatewayProcess:
     """``object-gateway`` as operators run it, on loopback ports of its own."""
 
-    def __init__(self, marker: str, workdir: Path, replicas: int = 1) -> None:
+    def __init__(self, marker: str, workdir: Path, replicas: int = 1, **settings: str) -> None:
         self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
@@ -148,6 +148,7 @@ class GatewayProcess:
             GATEWAY_NODE_NAME_MARKER=marker,
             GATEWAY_DRAIN_CHECK_SECONDS="1",
             GATEWAY_REPLICAS=str(replicas),
+            **settings,
         )
         self.log = (workdir / "gateway.log").open("wb")
         self.process = subprocess.Popen([str(OBJECT_GATEWAY)], env=env, stderr=self.log)
