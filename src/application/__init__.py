@@ -6,4 +6,6 @@ fleet_watcher.py  FleetWatcher: discovery's change feed, reconnected with backof
 node_access.py    NodeAccess: admission to a node (breaker, cap) and what its answers teach
 readiness.py      readiness, and NodeHealth: up, down or resting
 rebalance.py      Rebalance: moving objects home, and draining nodes
+auth.py           AccessControl (the keyring requests are checked against, kept current) and
+                  Credentials (tokens, signed URLs, key rotation: what the commands change)
 """

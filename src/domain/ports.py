@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Protocol
 
+from domain.auth import Keyring
 from domain.node import DrainState, Node
 from domain.object_id import ObjectId
 from domain.objects import ByteRange, ListedObject, ObjectInfo, StoredObject, WriteCondition
 from domain.versions import Version
 
-__all__ = ["ChangeFeed", "DrainMarks", "NodeDiscovery", "ObjectStorage"]
+__all__ = ["ChangeFeed", "CredentialStore", "DrainMarks", "NodeDiscovery", "ObjectStorage"]
 
 
 class ChangeFeed(Protocol):
@@ -103,3 +104,22 @@ class DrainMarks(Protocol):
     async def mark(self, node: Node, state: DrainState, note: str) -> None: ...
 
     async def unmark(self, node: Node) -> None: ...
+
+
+class CredentialStore(Protocol):
+    """Where the tokens (as hashes) and the signing keys are kept: one keyring, read whole and
+    replaced whole."""
+
+    def stamp(self) -> Hashable:
+        """Cheap (no read of the content): changes whenever the keyring may have changed."""
+        ...
+
+    def load(self) -> Keyring:
+        """The keyring; empty when none was stored yet. ``CredentialsUnreadable`` when it cannot
+        be read or parsed."""
+        ...
+
+    def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
+        """Replace the keyring with ``change(current)``, exclusively (no other update between
+        the read and the write) and atomically (a reader sees the old or the new, never half)."""
+        ...
