@@ -8,9 +8,8 @@ is unknown is compared with a dummy hash, so that both paths do the same work.
 
 Why SHA-256 and not a password hash (argon2, scrypt): those slow down guessing of low-entropy
 secrets that people choose. A token is 256 bits from ``secrets``: nobody can enumerate them,
-with or without a slow hash, and a slow hash would cost every request milliseconds of CPU. (The
-same argument as GitHub's and Garage's token storage.) Whoever reads the file learns the hashes,
-which open nothing.
+with or without a slow hash, and a slow hash would cost every request milliseconds of CPU.
+Whoever reads the file learns the hashes, which open nothing.
 
 A **signed URL** is ``/object/<id>?expires=<unix seconds>&key=<key id>&signature=<hex>``, the
 signature HMAC-SHA256 over ``METHOD\\nexpires\\npath`` with the signing key named (Swift's
