@@ -440,6 +440,14 @@ def test_refusals_are_counted_under_their_route(gateway: Gateway) -> None:
     assert 'gateway_http_requests_total{method="GET",route="/metrics",status="401"} 1.0' in metrics
 
 
+def test_the_schema_says_requests_need_a_bearer_token(gateway: Gateway) -> None:
+    schema = gateway.client.get("/schema/openapi.json", headers=auth(gateway.token(Scope.READ)))
+    document = schema.json()
+    assert document["security"] == [{"bearerToken": []}]
+    assert document["components"]["securitySchemes"]["bearerToken"]["scheme"] == "bearer"
+    assert "/object/{object_id}" in document["paths"]
+
+
 # Auth off: the contract as it was.
 
 
@@ -450,3 +458,6 @@ def test_with_auth_off_authorization_headers_and_signatures_change_nothing(
     assert client.get("/object/abc?expires=1&key=x&signature=y").content == b"open"
     assert client.get("/metrics").status_code == 200
     assert client.get("/objects", headers={"Authorization": "Basic eDp5"}).status_code == 200
+    document = client.get("/schema/openapi.json").json()
+    assert "security" not in document
+    assert "securitySchemes" not in document["components"]

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -29,6 +30,9 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 SCHEMA_PATH = "/schema"
+_TITLE = "Amazin object storage gateway"
+_VERSION = "0.1.0"
+_BEARER = "bearerToken"
 
 
 def _gateway_error_handler(
@@ -85,6 +89,25 @@ async def metrics(request: Request[object, object, State]) -> Response[bytes]:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def _openapi_config(*, auth_on: bool) -> OpenAPIConfig:
+    """The schema's frame; with auth on, it says that requests need a Bearer token."""
+    if not auth_on:
+        return OpenAPIConfig(title=_TITLE, version=_VERSION, path=SCHEMA_PATH)
+    scheme = SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="A token from `object-gateway token create`. The object routes also take a "
+        "signed URL (`object-gateway sign`) instead; GET /health/live needs nothing.",
+    )
+    return OpenAPIConfig(
+        title=_TITLE,
+        version=_VERSION,
+        path=SCHEMA_PATH,
+        security=[{_BEARER: []}],
+        components=Components(security_schemes={_BEARER: scheme}),
+    )
+
+
 def create_app(container: Container | None = None) -> Litestar:
     """Build the HTTP app around a container (a fresh one reading the environment by default)."""
     container = container or Container()
@@ -130,9 +153,7 @@ def create_app(container: Container | None = None) -> Litestar:
         logging_config=None,
         lifespan=[container.lifespan()],
         state=State({"metrics": container.metrics()}),
-        openapi_config=OpenAPIConfig(
-            title="Amazin object storage gateway", version="0.1.0", path=SCHEMA_PATH
-        ),
+        openapi_config=_openapi_config(auth_on=settings.auth_mode == "on"),
     )
     handler = app.asgi_handler
     # With auth on, every request passes the gate first (entrypoints/http/auth.py); off (the
