@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from domain.auth import Keyring
 from domain.errors import (
     CopyMismatch,
+    CredentialsUnreadable,
     DiscoveryUnavailable,
     GatewayError,
     IncompleteBody,
@@ -420,3 +422,41 @@ class InMemoryObjectStorage:
     def _check_reachable(self, node: Node) -> None:
         if node.name in self.unreachable_nodes:
             raise NodeUnreachable(node.name, "it cannot be reached (fake)")
+
+
+@dataclass
+class FakeClock:
+    """Wall-clock seconds that move only when a test says so."""
+
+    now: float = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class InMemoryCredentialStore:
+    """The CredentialStore port in memory: every update is a new revision (its stamp)."""
+
+    keyring: Keyring = field(default_factory=Keyring)
+    revision: int = 0
+    # When set, load() fails as an unparsable file would.
+    unreadable: CredentialsUnreadable | None = None
+    loads: int = 0
+
+    def stamp(self) -> Hashable:
+        return self.revision
+
+    def load(self) -> Keyring:
+        self.loads += 1
+        if self.unreadable is not None:
+            raise self.unreadable
+        return self.keyring
+
+    def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
+        self.keyring = change(self.load())
+        self.revision += 1
+        return self.keyring

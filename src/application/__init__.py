@@ -23,4 +23,6 @@ rebalance.py      Rebalance: a pass over every node (and repair: the same)
 drain.py          Drain: emptying a node, exact whichever gateway takes writes meanwhile
 leases.py         JobLease: one rebalance or drain at a time across every gateway
 listing.py        ListObjects: a page of the stored IDs, with a bounded scan
+auth.py           AccessControl (the keyring requests are checked against, kept current) and
+                  Credentials (tokens, signed URLs, key rotation: what the commands change)
 """

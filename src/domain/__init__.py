@@ -10,8 +10,9 @@ leases.py           LeaseClaim, holder_of: a job's lease, claimed on the nodes
 conditions.py       Preconditions: RFC 9110's conditional requests, evaluated in its order
 circuit_breaker.py  NodeBreakers: a node that keeps failing rests
 in_flight.py        InFlightLimits: requests that may wait for one node at once
+auth.py             tokens (kept as hashes), scopes, signed URLs, and the Verifier of requests
 errors.py           the one error tree
-ports.py            NodeDiscovery, ChangeFeed, ObjectStorage, NodeMarking, Leases: what the
-                    adapters implement
+ports.py            NodeDiscovery, ChangeFeed, ObjectStorage, NodeMarking, Leases, CredentialStore:
+                    what the adapters implement
 sizes.py            KiB, MiB, GiB
 """

@@ -12,6 +12,17 @@
     ├── RangeNotSatisfiable       the byte range asked for lies beyond the object (416)
     ├── CopyMismatch              a copy's bytes are not its source's (the node refused them)
     ├── JobInProgress             a rebalance or drain already runs, here or in another gateway
+    ├── Unauthenticated           auth is on and no valid token or signature came (401)
+    │   ├── MissingToken          neither an Authorization header nor a signature
+    │   ├── InvalidToken          not a Bearer token, malformed, unknown or revoked
+    │   ├── ExpiredToken          a known token past its expiry
+    │   ├── InvalidSignature      malformed, tampered, another method or path, an unknown key
+    │   ├── ExpiredSignature      a signed URL past its expiry
+    │   └── RevokedKey            a signed URL whose signing key was retired by a rotation
+    ├── Forbidden                 a valid credential that does not allow this request (403)
+    │   ├── ScopeNotAllowed       the token lacks the scope the route needs
+    │   └── PrefixNotAllowed      the token is limited to IDs with another prefix
+    ├── CredentialsUnreadable     the tokens file cannot be read or parsed (the operator's to fix)
     └── ServiceUnavailable        a dependency cannot serve the request (5xx, retry later)
         ├── NoNodesAvailable      discovery found no storage node at all
         ├── NodeUnavailable       the ID's node is down, refusing, or resting (circuit open)
@@ -31,12 +42,19 @@ from __future__ import annotations
 __all__ = [
     "BodyTooLarge",
     "CopyMismatch",
+    "CredentialsUnreadable",
     "DiscoveryUnavailable",
+    "ExpiredSignature",
+    "ExpiredToken",
+    "Forbidden",
     "GatewayError",
     "IncompleteBody",
     "InvalidObjectId",
     "InvalidRequest",
+    "InvalidSignature",
+    "InvalidToken",
     "JobInProgress",
+    "MissingToken",
     "NoNodesAvailable",
     "NodeOverloaded",
     "NodeUnavailable",
@@ -44,10 +62,14 @@ __all__ = [
     "ObjectKeptChanging",
     "ObjectNotFound",
     "PreconditionFailed",
+    "PrefixNotAllowed",
     "QuorumUnavailable",
     "RangeNotSatisfiable",
     "RefusedByNode",
+    "RevokedKey",
+    "ScopeNotAllowed",
     "ServiceUnavailable",
+    "Unauthenticated",
     "UploadCapacityExhausted",
     "UploadTooSlow",
 ]
@@ -121,6 +143,64 @@ class JobInProgress(GatewayError):
     """A rebalance, repair or drain already runs, in this gateway or in another one."""
 
     code = "admin_busy"
+
+
+class Unauthenticated(GatewayError):
+    """Auth is on and the request carries no valid credential. The detail never quotes the
+    credential: it names the token's or key's public ID at most."""
+
+    code = "unauthenticated"
+
+
+class MissingToken(Unauthenticated):
+    code = "missing_token"
+
+
+class InvalidToken(Unauthenticated):
+    """Not a Bearer token, malformed, or no token with this hash (never issued, or revoked)."""
+
+    code = "invalid_token"
+
+
+class ExpiredToken(Unauthenticated):
+    code = "expired_token"
+
+
+class InvalidSignature(Unauthenticated):
+    """A signed URL that is malformed, tampered with, for another method or path, or signed with
+    a key the gateway never had."""
+
+    code = "invalid_signature"
+
+
+class ExpiredSignature(Unauthenticated):
+    code = "expired_signature"
+
+
+class RevokedKey(Unauthenticated):
+    """A signed URL whose key was retired by a rotation."""
+
+    code = "revoked_key"
+
+
+class Forbidden(GatewayError):
+    """A valid credential that does not allow this request."""
+
+    code = "forbidden"
+
+
+class ScopeNotAllowed(Forbidden):
+    code = "insufficient_scope"
+
+
+class PrefixNotAllowed(Forbidden):
+    code = "prefix_not_allowed"
+
+
+class CredentialsUnreadable(GatewayError):
+    """The tokens file cannot be read or parsed. Its detail names the file, never its content."""
+
+    code = "credentials_unreadable"
 
 
 class ServiceUnavailable(GatewayError):

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Protocol
 
+from domain.auth import Keyring
 from domain.leases import LeaseClaim
 from domain.node import DrainState, Node, NodeMarks
 from domain.object_id import ObjectId
 from domain.objects import ByteRange, ObjectInfo, StoredObject, StoredVersion, VersionKind
 from domain.versions import Version
 
-__all__ = ["ChangeFeed", "Leases", "NodeDiscovery", "NodeMarking", "ObjectStorage"]
+__all__ = [
+    "ChangeFeed",
+    "CredentialStore",
+    "Leases",
+    "NodeDiscovery",
+    "NodeMarking",
+    "ObjectStorage",
+]
 
 
 class ChangeFeed(Protocol):
@@ -149,4 +157,23 @@ class Leases(Protocol):
 
     async def drop(self, node: Node, lease: str, claim: LeaseClaim) -> None:
         """Remove one claim (every expiry of its version written so far)."""
+        ...
+
+
+class CredentialStore(Protocol):
+    """Where the tokens (as hashes) and the signing keys are kept: one keyring, read whole and
+    replaced whole."""
+
+    def stamp(self) -> Hashable:
+        """Cheap (no read of the content): changes whenever the keyring may have changed."""
+        ...
+
+    def load(self) -> Keyring:
+        """The keyring; empty when none was stored yet. ``CredentialsUnreadable`` when it cannot
+        be read or parsed."""
+        ...
+
+    def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
+        """Replace the keyring with ``change(current)``, exclusively (no other update between
+        the read and the write) and atomically (a reader sees the old or the new, never half)."""
         ...

@@ -7,5 +7,5 @@ http/           the Litestar app and the object routes
 observability/  request IDs, metrics, access and JSON logs
 edge.py         uvicorn's protocol with the edge limits (head size and time, connections)
 main.py         serve(): the process, tuned
-cli.py          object-gateway: serve, or rebalance
+cli.py          object-gateway: serve, rebalance, or token, sign and signing-key (auth)
 """

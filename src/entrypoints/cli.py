@@ -1,5 +1,5 @@
-"""The ``object-gateway`` command: serve (no command), or have a running gateway rebalance, drain or
-undrain its fleet.
+"""The ``object-gateway`` command: serve (no command), have a running gateway rebalance, drain or
+undrain its fleet, or manage who may use it (``token``, ``sign``, ``signing-key``).
 
 The moves run inside the gateway (``entrypoints/http/admin.py``), in turn with its own writes; the
 command streams how they go: a progress bar on a terminal, the JSON lines otherwise (for scripts
@@ -7,19 +7,26 @@ and logs). It reaches the gateway's admin listener at ``GATEWAY_ADMIN_URL`` (by 
 ``http://127.0.0.1:<GATEWAY_ADMIN_PORT>``), that is from beside the gateway:
 ``docker compose exec gateway object-gateway rebalance``.
 
-Exit status: 0 done (everything in place; the node empty), 1 not yet (run again, or see why), 2
-not possible (a usage error, no gateway answering, a refusal).
+The auth commands need no running gateway: they change the file ``GATEWAY_AUTH_TOKENS_FILE``
+names (atomically, mode 0600), and a gateway reading that file picks the change up within
+``GATEWAY_AUTH_RELOAD_SECONDS``. What they print for people comes first; what a script wants (the
+new token, the signed URL) is the last line.
+
+Exit status: 0 done (everything in place; the node empty), 1 not yet (run again, or see why; no
+such token), 2 not possible (a usage error, no gateway answering, a refusal, no tokens file).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TextIO
 
 from rich.console import Console
@@ -34,10 +41,23 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from application.auth import SIGNABLE_METHODS, Credentials
 from application.rebalance import DEFAULT_CONCURRENCY
-from entrypoints.settings import Settings
+from domain.auth import Scope, valid_prefix
+from domain.errors import CredentialsUnreadable, InvalidObjectId
+from domain.object_id import ObjectId
+from entrypoints.settings import Settings, env_variable
 
-__all__ = ["EXIT_NOT_DONE", "EXIT_OK", "EXIT_USAGE", "main", "run_admin"]
+__all__ = [
+    "EXIT_NOT_DONE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "main",
+    "parse_arguments",
+    "parse_duration",
+    "run_admin",
+    "run_credentials",
+]
 
 EXIT_OK = 0
 EXIT_NOT_DONE = 1
@@ -47,9 +67,37 @@ EXIT_USAGE = 2
 _READ_TIMEOUT_SECONDS = 600
 
 Event = dict[str, Any]
+_AUTH_COMMANDS = ("token", "sign", "signing-key")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(?:[0-9]+[smhdw])+|[0-9]+", re.ASCII)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    arguments = parse_arguments(argv)
+    if arguments.command is None:
+        from entrypoints.main import serve  # noqa: PLC0415 - the server's imports are heavier
+
+        serve()
+        return
+    settings = Settings.from_environ()
+    if arguments.command in _AUTH_COMMANDS:
+        if not settings.auth_tokens_file:
+            print(
+                f"error: {env_variable('auth_tokens_file')} is not set: it names the file the "
+                "gateway reads its tokens and signing keys from (README: Security)",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_USAGE)
+        from entrypoints.container import Container  # noqa: PLC0415 - only these commands
+
+        container = Container()
+        container.settings.override(settings)
+        sys.exit(run_credentials(arguments, container.credentials(), out=sys.stdout))
+    url = settings.admin_url or f"http://127.0.0.1:{settings.admin_port}"
+    sys.exit(run_admin(arguments, url=url, out=sys.stdout))
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="object-gateway",
         description="Without a command: serve the HTTP gateway (settings: GATEWAY_* variables). "
@@ -91,15 +139,193 @@ def main(argv: Sequence[str] | None = None) -> None:
     drain.add_argument("node", metavar="NODE_NAME")
     undrain = commands.add_parser("undrain", help="take a node's drain mark away")
     undrain.add_argument("node", metavar="NODE_NAME")
-    arguments = parser.parse_args(argv)
-    if arguments.command is None:
-        from entrypoints.main import serve  # noqa: PLC0415 - the server's imports are heavier
+    _add_auth_commands(commands)
+    return parser.parse_args(argv)
 
-        serve()
-        return
-    settings = Settings.from_environ()
-    url = settings.admin_url or f"http://127.0.0.1:{settings.admin_port}"
-    sys.exit(run_admin(arguments, url=url, out=sys.stdout))
+
+def _add_auth_commands(commands: Any) -> None:
+    token = commands.add_parser(
+        "token",
+        help="create, list or revoke the gateway's tokens (in GATEWAY_AUTH_TOKENS_FILE)",
+        description="Tokens for Authorization: Bearer. Works on the file directly; a running "
+        "gateway follows it within seconds.",
+    )
+    token_commands = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = token_commands.add_parser(
+        "create",
+        help="make a token; it is printed once, as the last line, and stored only as a hash",
+    )
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=[scope.value for scope in Scope],
+        help="what it may do (repeatable): read (GET, HEAD), write (PUT), delete, list "
+        "(GET /objects), metrics (/metrics, /health/ready), admin (every operational route)",
+    )
+    create.add_argument(
+        "--prefix",
+        default="",
+        help="only IDs that start with this (and listings of such a prefix)",
+    )
+    create.add_argument(
+        "--expires",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="valid for this long (30s, 15m, 1h, 7d, 1h30m); default: until revoked",
+    )
+    create.add_argument("--note", default="", help="what it is for (shown by token list)")
+    token_commands.add_parser("list", help="the tokens: ID, scopes, prefix, expiry (no secret)")
+    revoke = token_commands.add_parser(
+        "revoke", help="forget a token; the gateway refuses it within seconds"
+    )
+    revoke.add_argument("token_id", metavar="TOKEN_ID")
+
+    sign = commands.add_parser(
+        "sign",
+        help="print a URL (path and query) that allows one request on one object for a while",
+        description="Signs METHOD on /object/ID until the expiry with the newest signing key "
+        "(HMAC-SHA256, Swift TempURL's model); a GET URL serves HEAD too. The first use makes a "
+        "signing key. The URL is the last line.",
+    )
+    sign.add_argument("method", type=str.upper, choices=SIGNABLE_METHODS, metavar="METHOD")
+    sign.add_argument("object_id", metavar="ID")
+    sign.add_argument(
+        "--expires",
+        type=parse_duration,
+        default=parse_duration("15m"),
+        metavar="DURATION",
+        help="valid for this long (default: 15m)",
+    )
+
+    signing_key = commands.add_parser(
+        "signing-key", help="rotate or list the keys signed URLs are signed with"
+    )
+    key_commands = signing_key.add_subparsers(dest="action", metavar="ACTION", required=True)
+    key_commands.add_parser(
+        "rotate",
+        help="add a key (it signs from now on) and retire the older of the two active ones",
+    )
+    key_commands.add_parser("list", help="the active keys (IDs and dates) and the retired ones")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``30s``, ``15m``, ``1h30m``, ``7d``, ``2w`` or plain ``90``."""
+    text = text.strip().lower()
+    if not _DURATION.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration like 30s, 15m, 1h, 7d or 1h30m"
+        )
+    if text.isdigit():
+        seconds = int(text)
+    else:
+        seconds = sum(
+            int(number) * _DURATION_UNITS[unit]
+            for number, unit in re.findall(r"([0-9]+)([smhdw])", text)
+        )
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("a duration must be above zero")
+    return seconds
+
+
+def run_credentials(arguments: argparse.Namespace, credentials: Credentials, *, out: TextIO) -> int:
+    """Run one of the token, sign and signing-key commands on the credential store."""
+
+    def say(line: str) -> None:
+        out.write(line + "\n")
+
+    try:
+        if arguments.command == "token":
+            return _token_command(arguments, credentials, say)
+        if arguments.command == "sign":
+            return _sign(arguments, credentials, say)
+        return _signing_key_command(arguments, credentials, say)
+    except CredentialsUnreadable as exc:
+        say(f"error: {exc.detail}")
+    except OSError as exc:
+        say(f"error: cannot write the tokens file: {exc.strerror} ({exc.filename})")
+    except (InvalidObjectId, ValueError) as exc:
+        say(f"error: {exc}")
+    return EXIT_USAGE
+
+
+def _token_command(
+    arguments: argparse.Namespace, credentials: Credentials, say: Callable[[str], None]
+) -> int:
+    if arguments.action == "create":
+        if not valid_prefix(arguments.prefix):
+            say("error: a prefix is at most 32 ASCII letters and digits")
+            return EXIT_USAGE
+        issued = credentials.create_token(
+            [Scope(scope) for scope in arguments.scope],
+            prefix=arguments.prefix,
+            expires_in_seconds=arguments.expires,
+            note=arguments.note,
+        )
+        say(f"created {issued.record.describe()}")
+        say("the token is shown this once and stored only as a hash; keep it now:")
+        say(issued.token)
+        return EXIT_OK
+    if arguments.action == "list":
+        tokens = credentials.tokens()
+        if not tokens:
+            say("no tokens")
+        for record in tokens:
+            line = record.describe() + (f" ({record.note})" if record.note else "")
+            say(line + f"; created {_utc(record.created_at)}")
+        return EXIT_OK
+    revoked = credentials.revoke_token(arguments.token_id)
+    if revoked is None:
+        say(f"no token {arguments.token_id!r}; `object-gateway token list` shows them")
+        return EXIT_NOT_DONE
+    say(f"revoked {revoked.describe()}; the gateway refuses it within seconds")
+    return EXIT_OK
+
+
+def _sign(
+    arguments: argparse.Namespace, credentials: Credentials, say: Callable[[str], None]
+) -> int:
+    signed, made = credentials.sign(
+        arguments.method, ObjectId(arguments.object_id), arguments.expires
+    )
+    if made is not None:
+        say(f"made the first signing key, {made.key_id}")
+    say(
+        f"{arguments.method} /object/{arguments.object_id} signed with key {signed.key_id}, "
+        f"valid until {_utc(signed.expires_at)}"
+    )
+    say(signed.path_and_query)
+    return EXIT_OK
+
+
+def _signing_key_command(
+    arguments: argparse.Namespace, credentials: Credentials, say: Callable[[str], None]
+) -> int:
+    if arguments.action == "rotate":
+        rotation = credentials.rotate_signing_key()
+        say(f"added signing key {rotation.added.key_id}: it signs from now on")
+        if rotation.retired is None:
+            say("no key retired: URLs signed before stay valid until the next rotation")
+        else:
+            say(
+                f"retired signing key {rotation.retired.key_id}: URLs it signed now answer "
+                "401 revoked_key"
+            )
+        return EXIT_OK
+    keyring = credentials.keyring()
+    if not keyring.signing_keys:
+        say("no signing keys yet (`object-gateway sign` or `signing-key rotate` makes one)")
+    for key in keyring.signing_keys:
+        role = "signs and verifies" if key is keyring.signer else "verifies"
+        say(f"signing key {key.key_id}: {role}; created {_utc(key.created_at)}")
+    for key_id in keyring.retired_key_ids:
+        say(f"signing key {key_id}: retired")
+    return EXIT_OK
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def run_admin(arguments: argparse.Namespace, *, url: str, out: TextIO) -> int:

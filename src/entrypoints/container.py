@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
@@ -10,6 +11,8 @@ from dependency_injector import containers, providers
 
 from adapters.docker import DockerNodeDiscovery, SwarmNodeDiscovery
 from adapters.s3 import ByteBudget, MinioObjectStorage, MinioSettings, PartSpool
+from adapters.token_file import TokenFile
+from application.auth import AccessControl, Credentials
 from application.background import Background
 from application.conditional import ConditionalWrites
 from application.drain import Drain
@@ -247,6 +250,23 @@ class Container(containers.DeclarativeContainer):
         body_send_timeout_seconds=settings.provided.body_send_timeout_seconds,
         replicated=settings.provided.replicated,
     )
+    # Auth (GATEWAY_AUTH_TOKENS_FILE): off by default, and then nothing below is built. The
+    # commands (object-gateway token, sign, signing-key) change the file through `credentials`;
+    # the gateway checks requests through `access_control` and follows the file's changes.
+    clock = providers.Object(time.time)
+    credential_store = providers.Singleton(TokenFile, path=settings.provided.auth_tokens_file)
+    access_control = providers.Selector(
+        settings.provided.auth_mode,
+        off=providers.Object(None),
+        on=providers.Singleton(
+            AccessControl,
+            store=credential_store,
+            clock=clock,
+            reload_seconds=settings.provided.auth_reload_seconds,
+        ),
+    )
+    credentials = providers.Factory(Credentials, store=credential_store, clock=clock)
+
     lifespan = providers.Singleton(
         GatewayLifespan,
         watcher=fleet_watcher,
@@ -254,4 +274,5 @@ class Container(containers.DeclarativeContainer):
         background=providers.List(read_repairs, tidying),
         writes=writes,
         release_resources=__self__.provided.shutdown_resources,
+        access=access_control,
     )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+from application.auth import AccessControl
 from application.background import Background
 from application.fleet_watcher import FleetWatcher
 from application.writes import VersionWrites
@@ -15,10 +16,10 @@ __all__ = ["GatewayLifespan"]
 
 
 class GatewayLifespan:
-    """Keeps the fleet current while the app serves; on stop, stops the copies still going in
-    the background (read repairs, removals, copies slower than their write's quorum), closes the
-    storage's connections (they belong to the server's event loop) and releases the container's
-    resources."""
+    """Keeps the fleet (and, with auth on, the tokens) current while the app serves; on stop,
+    stops the copies still going in the background (read repairs, removals, copies slower than
+    their write's quorum), closes the storage's connections (they belong to the server's event
+    loop) and releases the container's resources."""
 
     def __init__(
         self,
@@ -27,22 +28,30 @@ class GatewayLifespan:
         background: list[Background],
         writes: VersionWrites,
         release_resources: Callable[[], object],
+        *,
+        access: AccessControl | None = None,
     ) -> None:
         self._watcher = watcher
         self._storage = storage
         self._background = background
         self._writes = writes
         self._release_resources = release_resources
+        self._access = access
 
     @contextlib.asynccontextmanager
     async def __call__(self, _: object) -> AsyncIterator[None]:
-        watching = asyncio.create_task(self._watcher.run(), name="fleet-watcher")
+        tasks = [asyncio.create_task(self._watcher.run(), name="fleet-watcher")]
+        if self._access is not None:
+            # With auth on: the tokens file's changes take effect without a restart.
+            tasks.append(asyncio.create_task(self._access.follow(), name="tokens-file"))
         try:
             yield
         finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for work in self._background:
                 await work.aclose()
             await self._writes.aclose()

@@ -3,6 +3,9 @@
 Runs under a unique project name with free published ports, so it never collides with a stack the
 user has up. With PYTHON_IMAGE and MINIO_IMAGE set (CI), compose builds on the local base image and
 runs the MinIO-compatible stand-in; unset, it uses the official images as a user would.
+
+Beside the stack's open gateway runs a second one with auth on (tests/e2e/compose.auth.yml, the
+same image and nodes), which the auth tests reach on a port of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ MiB = 1024 * 1024
 # Count as "not yet": the published port refuses connections until the gateway listens.
 CONNECTION_ERRORS = (httpx.TransportError,)
 NODE_SERVICES = [f"amazin-object-storage-node-{i}" for i in (1, 2, 3)]
+COMPOSE_FILES = ["-f", "docker-compose.yml", "-f", "tests/e2e/compose.auth.yml"]
 
 
 # The README's quick start promises both: Compose v2 (the `docker compose` plugin of every current
@@ -54,6 +58,8 @@ class Stack:
     env: dict[str, str]
     docker: docker.DockerClient
     http: httpx.Client
+    # The gateway with auth on (GATEWAY_AUTH_TOKENS_FILE set).
+    auth_http: httpx.Client
 
     def run(self, *args: str, timeout: float = 120) -> None:
         subprocess.run(
@@ -63,6 +69,19 @@ class Stack:
             check=True,
             timeout=timeout,
         )
+
+    def last_line_of(self, *args: str, timeout: float = 60) -> str:
+        """The last line a command prints (the token or the URL the auth commands make)."""
+        done = subprocess.run(
+            [*self.compose, "-p", self.project, *args],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            check=True,
+            timeout=timeout,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout.strip().splitlines()[-1]
 
     def container(self, service: str) -> docker.models.containers.Container:
         (found,) = self.docker.containers.list(
@@ -101,19 +120,25 @@ class Stack:
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     project = f"amazine2e{uuid.uuid4().hex[:8]}"
     gateway_port = free_port()
+    auth_gateway_port = free_port()
     env = dict(
         os.environ,
         GATEWAY_PUBLISHED_PORT=str(gateway_port),
+        AUTH_GATEWAY_PUBLISHED_PORT=str(auth_gateway_port),
+        # The stack's own gateway stays open, whatever this shell has set.
+        GATEWAY_AUTH_TOKENS_FILE="",
         NODE1_CONSOLE_PORT=str(free_port()),
         NODE2_CONSOLE_PORT=str(free_port()),
         NODE3_CONSOLE_PORT=str(free_port()),
     )
     client = docker.from_env()
     http = httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}", timeout=120)
-    stack = Stack(project, compose_command(request.param), env, client, http)
+    auth_http = httpx.Client(base_url=f"http://127.0.0.1:{auth_gateway_port}", timeout=120)
+    compose = [*compose_command(request.param), *COMPOSE_FILES]
+    stack = Stack(project, compose, env, client, http, auth_http)
     try:
-        # The gateway first and alone: it must not depend on the nodes' start order.
-        stack.run("up", "--build", "-d", "gateway", timeout=900)
+        # The gateways first and alone: they must not depend on the nodes' start order.
+        stack.run("up", "--build", "-d", "gateway", "gateway-auth", timeout=900)
         wait_for(
             lambda: http.get("/health/live").status_code == 200,
             60,
@@ -141,8 +166,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         yield stack
     finally:
         http.close()
+        auth_http.close()
         try:
-            stack.run("logs", "--no-color", "gateway")
+            stack.run("logs", "--no-color", "gateway", "gateway-auth")
         finally:
             stack.run("down", "-v", "--remove-orphans")
             for network in client.networks.list(names=[f"aaa-{project}-isolated"]):
@@ -237,3 +263,87 @@ def test_the_rebalance_command_runs_beside_the_gateway_and_finds_everything_in_p
     # Beside the gateway, in its container: the admin API listens on its loopback only.
     stack.run("exec", "-T", "gateway", "object-gateway", "rebalance", "--dry-run")
     stack.run("exec", "-T", "gateway", "object-gateway", "rebalance")
+
+
+# Auth on (the gateway-auth service): tokens and signed URLs made by the commands beside it.
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_with_auth_on_only_health_live_answers_without_a_token(stack: Stack) -> None:
+    http = stack.auth_http
+    wait_for(
+        lambda: http.get("/health/live").status_code == 200,
+        60,
+        "the gateway with auth on to answer",
+        ignoring=CONNECTION_ERRORS,
+    )
+    for method, path in [
+        ("GET", "/object/e2eauth"),
+        ("PUT", "/object/e2eauth"),
+        ("DELETE", "/object/e2eauth"),
+        ("GET", "/objects"),
+        ("GET", "/metrics"),
+        ("GET", "/health/ready"),
+        ("GET", "/schema/openapi.json"),
+    ]:
+        response = http.request(method, path, content=b"x" if method == "PUT" else None)
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json()["error"] == "missing_token"
+
+
+def test_with_auth_on_tokens_and_signed_urls_made_beside_the_gateway_work_until_withdrawn(
+    stack: Stack,
+) -> None:
+    http = stack.auth_http
+    command = ["exec", "-T", "gateway-auth", "object-gateway"]
+    token = stack.last_line_of(
+        *command, "token", "create", "--scope", "read", "--scope", "write", "--prefix", "e2eauth"
+    )
+    data = os.urandom(64 * 1024)
+    # Picked up without a restart, within GATEWAY_AUTH_RELOAD_SECONDS.
+    wait_for(
+        lambda: http.put("/object/e2eauth1", content=data, headers=bearer(token)).is_success,
+        30,
+        "the gateway to take the new token",
+        ignoring=CONNECTION_ERRORS,
+    )
+    got = http.get("/object/e2eauth1", headers=bearer(token))
+    assert hashlib.sha256(got.content).digest() == hashlib.sha256(data).digest()
+    assert http.put("/object/other1", content=b"x", headers=bearer(token)).status_code == 403
+    assert http.delete("/object/e2eauth1", headers=bearer(token)).status_code == 403
+
+    monitor = stack.last_line_of(*command, "token", "create", "--scope", "metrics")
+    wait_for(
+        lambda: http.get("/metrics", headers=bearer(monitor)).status_code == 200,
+        10,
+        "the gateway to take the metrics token",
+    )
+    assert http.get("/health/ready", headers=bearer(monitor)).json()["ready"]
+    assert http.get("/object/e2eauth1", headers=bearer(monitor)).status_code == 403
+
+    # A signed URL: the first one makes the first signing key.
+    url = stack.last_line_of(*command, "sign", "GET", "e2eauth1", "--expires", "15m")
+    wait_for(lambda: http.get(url).status_code == 200, 10, "the gateway to take the signing key")
+    assert hashlib.sha256(http.get(url).content).digest() == hashlib.sha256(data).digest()
+    assert http.put(url, content=b"x").json()["error"] == "invalid_signature"
+    # Two rotations retire the key it was signed with.
+    stack.last_line_of(*command, "signing-key", "rotate")
+    stack.last_line_of(*command, "signing-key", "rotate")
+    wait_for(lambda: http.get(url).status_code == 401, 10, "the gateway to retire the key")
+    assert http.get(url).json()["error"] == "revoked_key"
+    short = stack.last_line_of(*command, "sign", "GET", "e2eauth1", "--expires", "2s")
+    wait_for(lambda: http.get(short).status_code == 401, 10, "the short URL to expire")
+    assert http.get(short).json()["error"] == "expired_signature"
+
+    stack.last_line_of(*command, "token", "revoke", token.split("_")[1])
+    wait_for(
+        lambda: http.get("/object/e2eauth1", headers=bearer(token)).status_code == 401,
+        10,
+        "the gateway to refuse the revoked token",
+    )
+    # The open gateway beside it, on the same nodes, answers as it always has.
+    assert stack.http.get("/object/e2eauth1").content == data

@@ -34,6 +34,7 @@ from application.rebalance import (
     Survey,
 )
 from domain.errors import GatewayError, JobInProgress
+from entrypoints.http.auth import AUTH_RULE, Rule
 
 __all__ = ["AdminJobs", "admin_router"]
 
@@ -236,4 +237,5 @@ def admin_router(jobs: Callable[[], AdminJobs], admin_port: int) -> Router:
         route_handlers=[rebalance, drain, undrain],
         guards=[only_on_the_admin_listener],
         include_in_schema=False,
+        opt={AUTH_RULE: Rule.ADMIN_LISTENER},
     )

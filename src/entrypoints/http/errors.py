@@ -9,13 +9,16 @@ import msgspec
 
 from domain.errors import (
     BodyTooLarge,
+    Forbidden,
     GatewayError,
     InvalidRequest,
     JobInProgress,
+    MissingToken,
     ObjectNotFound,
     PreconditionFailed,
     RangeNotSatisfiable,
     ServiceUnavailable,
+    Unauthenticated,
     UploadTooSlow,
 )
 
@@ -80,10 +83,15 @@ STATUS_BY_ERROR: dict[type[GatewayError], int] = {
     ObjectNotFound: 404,
     PreconditionFailed: 412,
     RangeNotSatisfiable: 416,
+    Unauthenticated: 401,
+    Forbidden: 403,
     ServiceUnavailable: 503,
     GatewayError: 500,
 }
 DEFAULT_RETRY_AFTER_SECONDS = 1
+# RFC 6750 section 3: no error code when no credential came; invalid_token for one that is
+# malformed, unknown, expired or revoked; insufficient_scope for a 403. The body's code says more.
+_REALM = 'Bearer realm="object-gateway"'
 
 
 def status_for(error: GatewayError) -> int:
@@ -99,4 +107,14 @@ def headers_for(error: GatewayError) -> dict[str, str]:
         return {"Retry-After": str(math.ceil(retry_after))}
     if isinstance(error, MethodNotAllowed):
         return {"Allow": ", ".join(error.allowed)}
+    if isinstance(error, Unauthenticated | Forbidden):
+        return {"WWW-Authenticate": _challenge(error)}
     return {}
+
+
+def _challenge(error: Unauthenticated | Forbidden) -> str:
+    if isinstance(error, MissingToken):
+        return _REALM
+    if isinstance(error, Forbidden):
+        return f'{_REALM}, error="insufficient_scope"'
+    return f'{_REALM}, error="invalid_token"'

@@ -19,6 +19,7 @@ from litestar.params import Parameter
 from application.listing import ListObjects
 from domain.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ListingQuery
 from domain.object_id import MAX_OBJECT_ID_LENGTH, OBJECT_ID_PATTERN
+from entrypoints.http.auth import AUTH_RULE, Rule
 from entrypoints.http.errors import ErrorBody
 
 __all__ = ["ListedObjectBody", "ObjectListBody", "list_objects"]
@@ -50,6 +51,7 @@ class ObjectListBody:
         400: ResponseSpec(data_container=ErrorBody, description="A parameter is not valid."),
         503: ResponseSpec(data_container=ErrorBody, description="A node cannot be listed."),
     },
+    opt={AUTH_RULE: Rule.LIST},
 )
 async def list_objects(
     listing: NamedDependency[ListObjects],

@@ -42,7 +42,7 @@ from entrypoints.http.headers import (
 )
 from entrypoints.observability.request_facts import RequestFacts
 
-__all__ = ["ALLOWED_METHODS", "OBJECT_ROUTE", "ObjectApi", "ObjectUseCases"]
+__all__ = ["ALLOWED_METHODS", "OBJECT_ROUTE", "ObjectApi", "ObjectUseCases", "path_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -235,9 +235,16 @@ class ObjectApi:
         await exchange.response.finish(b"")
 
 
+def path_of(scope: Scope) -> bytes:
+    """The path exactly as sent, without the query. (A server's ``raw_path`` has none; the test
+    client's, taken from httpx, carries it.)"""
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    return raw_path.partition(b"?")[0]
+
+
 def _object_id_of(scope: Scope) -> str:
     """The ID exactly as the client sent it: ``/object/{id}``, one segment, nothing around it."""
-    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    raw_path = path_of(scope)
     if not raw_path.startswith(_PREFIX) and raw_path != _PREFIX.rstrip(b"/"):
         raise RouteNotFound(f"no route {raw_path.decode('latin-1')[:64]!r}")
     raw_id = raw_path[len(_PREFIX) :]

@@ -111,6 +111,8 @@ class ObservedRequests:
                     # a read compared.
                     "replicas": facts.replicas,
                     "trace_id": facts.trace_id,
+                    # With auth on: the token's or signing key's public ID.
+                    "auth": facts.principal,
                 },
             )
 

@@ -28,6 +28,7 @@ _LOG_FIELDS = (
     "fallback",
     "replicas",
     "trace_id",
+    "auth",
 )
 
 

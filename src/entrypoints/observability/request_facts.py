@@ -31,6 +31,9 @@ class RequestFacts:
         self.replicas: int | None = None
         # With tracing on: the request's trace, for its log line.
         self.trace_id: str | None = None
+        # With auth on: whose credential allowed the request ("token <id>", "signed <key id>");
+        # public IDs only, never a token or a signature.
+        self.principal: str | None = None
 
     @classmethod
     def of(cls, state: MutableMapping[str, Any]) -> RequestFacts | None:
