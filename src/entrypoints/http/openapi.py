@@ -94,6 +94,12 @@ _OBJECT_HEADERS: dict[str, OpenAPIHeader | Reference] = {
     "ETag": _header("The object's entity tag, quoted."),
     "Last-Modified": _header("When the object was stored."),
     "Accept-Ranges": _header("bytes"),
+    # Required, so that the schema fuzz checks every object response carries it.
+    "X-Content-Type-Options": OpenAPIHeader(
+        description="nosniff: browsers take the stored Content-Type as it is.",
+        schema=Schema(type=OpenAPIType.STRING, enum=["nosniff"]),
+        required=True,
+    ),
 }
 _VALIDATORS: dict[str, OpenAPIHeader | Reference] = {
     "ETag": _OBJECT_HEADERS["ETag"],
