@@ -4,6 +4,7 @@
     ├── InvalidRequest            the client sent something we refuse (4xx)
     │   ├── InvalidObjectId       not 1-32 ASCII letters and digits
     │   ├── IncompleteBody        the body ended early, ran over, or stalled
+    │   │   └── BodyTooSlow       the body arrived slower than the minimum data rate (408)
     │   ├── BodyTooLarge          the body exceeds the configured maximum
     │   └── RefusedByNode         the node refused something in the request itself (never its fault)
     ├── ObjectNotFound            no object under this ID on any node that may hold it
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "BodyTooLarge",
+    "BodyTooSlow",
     "CopyMismatch",
     "DiscoveryUnavailable",
     "GatewayError",
@@ -69,6 +71,12 @@ class InvalidObjectId(InvalidRequest):
 
 class IncompleteBody(InvalidRequest):
     code = "incomplete_body"
+
+
+class BodyTooSlow(IncompleteBody):
+    """After a grace period, the body arrived slower on average than the gateway's minimum rate."""
+
+    code = "body_too_slow"
 
 
 class BodyTooLarge(InvalidRequest):

@@ -25,6 +25,7 @@ from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
 from domain.versions import VersionClock
 from entrypoints.http.admin import AdminJobs
+from entrypoints.http.asgi import MinDataRate
 from entrypoints.http.objects import ObjectApi, ObjectUseCases
 from entrypoints.lifespan import GatewayLifespan
 from entrypoints.observability.metrics import GatewayMetrics
@@ -235,6 +236,11 @@ class Container(containers.DeclarativeContainer):
         body_read_timeout_seconds=settings.provided.body_read_timeout_seconds,
         body_send_timeout_seconds=settings.provided.body_send_timeout_seconds,
         replicated=settings.provided.replicated,
+        min_data_rate=providers.Callable(
+            MinDataRate.of,
+            settings.provided.min_data_rate_bytes_per_second,
+            settings.provided.min_data_rate_grace_seconds,
+        ),
     )
     lifespan = providers.Singleton(
         GatewayLifespan,

@@ -99,6 +99,14 @@ class Settings:
     # How long a client may leave an upload without sending, or a download without reading.
     body_read_timeout_seconds: float = 60.0
     body_send_timeout_seconds: float = 60.0
+    # After the grace period, an upload must arrive (and a download be read) at least this fast on
+    # average, over the time spent waiting for the client; slower is cut off (uploads: 408). As
+    # Kestrel's MinRequestBodyDataRate and MinResponseDataRate: 240 bytes/s after 5 s. 0: none.
+    min_data_rate_bytes_per_second: int = 240
+    min_data_rate_grace_seconds: float = 5.0
+    # The chunk extensions (and other framing beyond 16 bytes per chunk) a chunked body may carry in
+    # all; beyond it, 400. They are no data, yet the gateway reads and parses every byte of them.
+    max_chunk_extension_bytes: int = 16 * KiB
 
     def __post_init__(self) -> None:
         try:

@@ -9,6 +9,7 @@ import msgspec
 
 from domain.errors import (
     BodyTooLarge,
+    BodyTooSlow,
     GatewayError,
     InvalidRequest,
     ObjectNotFound,
@@ -80,6 +81,7 @@ STATUS_BY_ERROR: dict[type[GatewayError], int] = {
     MethodNotAllowed: 405,
     AdminBusy: 409,
     BodyTooLarge: 413,
+    BodyTooSlow: 408,
     InvalidRequest: 400,
     ObjectNotFound: 404,
     PreconditionFailed: 412,

@@ -249,6 +249,10 @@ def _object_path_item() -> PathItem:
                     "Invalid ID (invalid_object_id), a malformed Content-Type or Content-Length "
                     "(invalid_request), or a body that ended early or stalled (incomplete_body)."
                 ),
+                "408": _error(
+                    "After GATEWAY_MIN_DATA_RATE_GRACE_SECONDS, the body arrived slower on average "
+                    "than GATEWAY_MIN_DATA_RATE_BYTES_PER_SECOND (body_too_slow)."
+                ),
                 "412": _PRECONDITION_FAILED,
                 "413": _error("The body exceeds GATEWAY_MAX_BODY_BYTES (body_too_large)."),
                 "503": _UNAVAILABLE,
