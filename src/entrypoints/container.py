@@ -132,6 +132,8 @@ class Container(containers.DeclarativeContainer):
         idle_timeout_seconds=settings.provided.node_idle_timeout_seconds,
         part_size_bytes=settings.provided.part_size_bytes,
         download_chunk_bytes=settings.provided.download_chunk_bytes,
+        scheme=settings.provided.node_scheme,
+        ca_file=settings.provided.node_ca_file,
     )
     # Its aiohttp session lives on the server's event loop; the app closes it when it stops. It
     # also keeps the nodes' drain marks (the DrainMarks port).
