@@ -41,6 +41,9 @@ DEFAULT_MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
 MINIO_IMAGE = os.environ.get("MINIO_IMAGE") or DEFAULT_MINIO_IMAGE
 DEFAULT_RUSTFS_IMAGE = "rustfs/rustfs:1.0.0-alpha.99"
 RUSTFS_IMAGE = os.environ.get("RUSTFS_IMAGE") or DEFAULT_RUSTFS_IMAGE
+# The Docker socket proxy of the compose and stack files (CI sets a local stand-in).
+DEFAULT_SOCKET_PROXY_IMAGE = "wollomatic/socket-proxy:1.10.0"
+SOCKET_PROXY_IMAGE = os.environ.get("SOCKET_PROXY_IMAGE") or DEFAULT_SOCKET_PROXY_IMAGE
 # The environment variable names each node server reads its key pair from.
 ROOT_KEY_NAMES = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
 LEGACY_KEY_NAMES = ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
