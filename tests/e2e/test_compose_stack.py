@@ -1,13 +1,15 @@
 """The compose stack as a user runs it: built and started with compose, reached only over HTTP.
 
 Runs under a unique project name with free published ports, so it never collides with a stack the
-user has up. With PYTHON_IMAGE and MINIO_IMAGE set (CI), compose builds on the local base image and
-runs the MinIO-compatible stand-in; unset, it uses the official images as a user would.
+user has up, with the socket-proxy profile on (the second, locked-down gateway behind the Docker
+socket proxy). With PYTHON_IMAGE, MINIO_IMAGE and SOCKET_PROXY_IMAGE set (CI), compose builds on
+the local base image and runs the stand-ins; unset, it uses the official images as a user would.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -54,6 +56,8 @@ class Stack:
     env: dict[str, str]
     docker: docker.DockerClient
     http: httpx.Client
+    # The gateway behind the Docker socket proxy (profile socket-proxy).
+    proxied: httpx.Client
 
     def run(self, *args: str, timeout: float = 120) -> None:
         subprocess.run(
@@ -101,16 +105,20 @@ class Stack:
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     project = f"amazine2e{uuid.uuid4().hex[:8]}"
     gateway_port = free_port()
+    proxied_port = free_port()
     env = dict(
         os.environ,
+        COMPOSE_PROFILES="socket-proxy",
         GATEWAY_PUBLISHED_PORT=str(gateway_port),
+        PROXIED_GATEWAY_PUBLISHED_PORT=str(proxied_port),
         NODE1_CONSOLE_PORT=str(free_port()),
         NODE2_CONSOLE_PORT=str(free_port()),
         NODE3_CONSOLE_PORT=str(free_port()),
     )
     client = docker.from_env()
     http = httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}", timeout=120)
-    stack = Stack(project, compose_command(request.param), env, client, http)
+    proxied = httpx.Client(base_url=f"http://127.0.0.1:{proxied_port}", timeout=120)
+    stack = Stack(project, compose_command(request.param), env, client, http, proxied)
     try:
         # The gateway first and alone: it must not depend on the nodes' start order.
         stack.run("up", "--build", "-d", "gateway", timeout=900)
@@ -138,11 +146,20 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             "all three nodes to be members",
             ignoring=CONNECTION_ERRORS,
         )
+        wait_for(
+            lambda: (
+                [n["state"] for n in proxied.get("/health/ready").json()["nodes"]] == ["up"] * 3
+            ),
+            60,
+            "the gateway behind the socket proxy to find the three nodes",
+            ignoring=CONNECTION_ERRORS,
+        )
         yield stack
     finally:
         http.close()
+        proxied.close()
         try:
-            stack.run("logs", "--no-color", "gateway")
+            stack.run("logs", "--no-color", "gateway", "gateway-via-proxy", "docker-socket-proxy")
         finally:
             stack.run("down", "-v", "--remove-orphans")
             for network in client.networks.list(names=[f"aaa-{project}-isolated"]):
@@ -237,3 +254,67 @@ def test_the_rebalance_command_runs_beside_the_gateway_and_finds_everything_in_p
     # Beside the gateway, in its container: the admin API listens on its loopback only.
     stack.run("exec", "-T", "gateway", "object-gateway", "rebalance", "--dry-run")
     stack.run("exec", "-T", "gateway", "object-gateway", "rebalance")
+
+
+def test_the_gateway_behind_the_socket_proxy_serves_locked_down_and_without_the_socket(
+    stack: Stack,
+) -> None:
+    data = os.urandom(256 * 1024)
+    assert stack.proxied.put("/object/viaproxy", content=data).status_code in (200, 201)
+    assert stack.proxied.get("/object/viaproxy").content == data
+    assert stack.http.get("/object/viaproxy").content == data  # one fleet, one placement
+    attributes = stack.container("gateway-via-proxy").attrs
+    assert attributes["Config"]["User"] == "10001:10001"
+    host = attributes["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert any(option.startswith("no-new-privileges") for option in host["SecurityOpt"])
+    assert not [m for m in attributes["Mounts"] if "docker.sock" in m.get("Source", "")]
+    # Inside: the user is nobody in particular, and the root filesystem takes no writes.
+    result = stack.container("gateway-via-proxy").exec_run(
+        ["python3", "-c", "import os; print(os.getuid()); open('/opt/written', 'w')"]
+    )
+    assert result.exit_code != 0
+    assert result.output.decode().startswith("10001")
+    assert b"Read-only file system" in result.output
+
+
+# Run inside the proxied gateway: the proxy answers only the gateway there (-allowfrom).
+_ASK_THE_PROXY = """
+import http.client, json, sys
+statuses = {}
+for method, path in json.loads(sys.argv[1]):
+    connection = http.client.HTTPConnection("docker-socket-proxy", 2375, timeout=10)
+    connection.request(method, path)
+    statuses[method + " " + path] = connection.getresponse().status
+    connection.close()
+print(json.dumps(statuses))
+"""
+
+
+def test_the_socket_proxy_lets_through_the_gateways_calls_and_refuses_the_rest(
+    stack: Stack,
+) -> None:
+    node = stack.container("amazin-object-storage-node-1").id
+    calls = {
+        ("GET", f"/v1.41/containers/{node}/json"): 200,
+        ("GET", "/v1.41/containers/json?all=1"): 200,
+        ("GET", f"/v1.41/containers/{node}/archive?path=/etc/passwd"): 403,
+        ("GET", f"/v1.41/containers/{node}/export"): 403,
+        ("GET", f"/v1.41/containers/{node}/logs?stdout=1"): 403,
+        ("GET", "/v1.41/images/json"): 403,
+        ("POST", f"/v1.41/containers/{node}/stop"): 405,
+        ("HEAD", "/_ping"): 405,
+    }
+    result = stack.container("gateway-via-proxy").exec_run(
+        ["python3", "-c", _ASK_THE_PROXY, json.dumps(list(calls))]
+    )
+    assert result.exit_code == 0, result.output
+    answered = json.loads(result.output)
+    assert answered == {f"{method} {path}": status for (method, path), status in calls.items()}
+
+
+def test_node_consoles_are_published_on_loopback_only(stack: Stack) -> None:
+    for service in NODE_SERVICES:
+        bindings = stack.container(service).attrs["HostConfig"]["PortBindings"]
+        assert [b["HostIp"] for b in bindings["9001/tcp"]] == ["127.0.0.1"], bindings
