@@ -309,14 +309,18 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._chunk_framing_bytes = 0
         self._chunks = 0
         self._head_deadline.set(self.limits.head_timeout_seconds)
-        scope = self.scope
-        scope["extensions"] = {RESET_EXTENSION: {"reset": lambda: self._reset_connection(scope)}}
+        # By the scope's id: a scope holding a function that holds the scope would be a reference
+        # cycle, freed by the garbage collector rather than when the request ends.
+        scope_id = id(self.scope)
+        self.scope["extensions"] = {
+            RESET_EXTENSION: {"reset": lambda: self._reset_connection(scope_id)}
+        }
 
-    def _reset_connection(self, scope: object) -> None:
+    def _reset_connection(self, scope_id: int) -> None:
         # The request's own cycle: marked gone before the app returns, so that uvicorn does not
         # log the response it cut short as an error.
         for cycle in (self.cycle, *(queued for queued, _ in self.pipeline)):
-            if cycle is not None and cycle.scope is scope:
+            if cycle is not None and id(cycle.scope) == scope_id:
                 cycle.disconnected = True
         transport = self.transport
         if isinstance(transport, OneSendPerResponse):

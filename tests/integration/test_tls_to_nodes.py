@@ -25,7 +25,7 @@ from tests.certificates import Authority
 from tests.integration.support import (
     MINIO_IMAGE,
     ROOT_KEY_NAMES,
-    TEST_LABEL,
+    TEST_LABELS,
     GatewayServer,
     new_run_marker,
     wait_for,
@@ -76,7 +76,7 @@ def tls_fleet(docker_client: docker.DockerClient) -> Iterator[TlsFleet]:
                     .with_env(ROOT_KEY_NAMES[0], f"tlsuser{index}")
                     .with_env(ROOT_KEY_NAMES[1], f"tls-secret-{uuid.uuid4().hex[:12]}")
                     .with_volume_mapping(str(certs), MINIO_CERTS_DIR, "ro")
-                    .with_kwargs(labels={TEST_LABEL: "1"})
+                    .with_kwargs(labels=TEST_LABELS)
                 )
                 container.start()
                 started.append(container)
