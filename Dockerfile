@@ -18,10 +18,12 @@ RUN /opt/gateway/bin/pip install -q --no-deps . \
 FROM ${PYTHON_IMAGE}
 COPY --from=builder /opt/gateway /opt/gateway
 ENV PATH=/opt/gateway/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-# Runs as root, deliberately: the gateway must read the Docker socket, whose group ID differs from
-# host to host (and is root on Docker Desktop), so a fixed non-root user would fail out of the box.
-# A process that can read that socket is root-equivalent on the host anyway; the real mitigation is
-# the socket-proxy profile in docker-compose.yml, which lets only read-only container calls through.
+# Runs as root by default, deliberately: the gateway must read the Docker socket, whose group ID
+# differs from host to host (and is root on Docker Desktop), so a fixed non-root user would fail out
+# of the box. A process that can reach that socket is root-equivalent on the host anyway; the real
+# mitigation is the socket proxy (compose's socket-proxy profile, and the Swarm stack), which lets
+# exactly the gateway's own calls through and runs this image as user 10001, read-only, without
+# capabilities (README, "Deployment hardening").
 EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/health/live', timeout=2)"]

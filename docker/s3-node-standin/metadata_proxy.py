@@ -20,6 +20,7 @@ import html
 import json
 import os
 import re
+import ssl
 import sys
 from pathlib import Path
 from urllib.parse import unquote
@@ -41,6 +42,11 @@ HOP_BY_HOP = {
 }
 UPLOAD_ID = re.compile(rb"<UploadId>([^<]+)</UploadId>")
 COMPLETED_ETAG = re.compile(rb"<ETag>([^<]+)</ETag>")
+
+# TLS as MinIO offers it: a certificate and key in its certs directory (or named here) make the
+# node serve HTTPS on its port.
+TLS_CERT = Path(os.environ.get("STANDIN_TLS_CERT", "/root/.minio/certs/public.crt"))
+TLS_KEY = Path(os.environ.get("STANDIN_TLS_KEY", "/root/.minio/certs/private.key"))
 
 uploads: dict[str, dict[str, str]] = {}
 # Keys written since this node started: rclone still has their metadata in memory.
@@ -184,13 +190,28 @@ async def stop_session(app: web.Application) -> None:
     await app["session"].close()
 
 
+def tls_context() -> ssl.SSLContext | None:
+    if not (TLS_CERT.is_file() and TLS_KEY.is_file()):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(TLS_CERT, TLS_KEY)
+    return context
+
+
 def main() -> None:
     app = web.Application(client_max_size=0)
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_startup.append(start_session)
     app.on_cleanup.append(stop_session)
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
-    web.run_app(app, host="0.0.0.0", port=port, print=None, access_log=None)  # noqa: S104
+    web.run_app(
+        app,
+        host="0.0.0.0",  # noqa: S104
+        port=port,
+        ssl_context=tls_context(),
+        print=None,
+        access_log=None,
+    )
 
 
 if __name__ == "__main__":

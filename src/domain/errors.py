@@ -4,7 +4,8 @@
     ├── InvalidRequest            the client sent something we refuse (4xx)
     │   ├── InvalidObjectId       not 1-32 ASCII letters and digits
     │   ├── IncompleteBody        the body ended early, ran over, or stalled
-    │   │   └── UploadTooSlow     the upload went on longer than a write may take (408)
+    │   │   ├── UploadTooSlow     the upload went on longer than a write may take (408)
+    │   │   └── BodyTooSlow       the body arrived slower than the minimum data rate (408)
     │   ├── BodyTooLarge          the body exceeds the configured maximum
     │   └── RefusedByNode         the node refused something in the request itself (never its fault)
     ├── ObjectNotFound            no object under this ID on any node that may hold it
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 __all__ = [
     "BodyTooLarge",
+    "BodyTooSlow",
     "CopyMismatch",
     "CredentialsUnreadable",
     "DiscoveryUnavailable",
@@ -104,6 +106,12 @@ class UploadTooSlow(IncompleteBody):
     a write older than that could otherwise land after a delete's tombstone was purged."""
 
     code = "upload_too_slow"
+
+
+class BodyTooSlow(IncompleteBody):
+    """After a grace period, the body arrived slower on average than the gateway's minimum rate."""
+
+    code = "body_too_slow"
 
 
 class BodyTooLarge(InvalidRequest):

@@ -31,6 +31,7 @@ from domain.circuit_breaker import NodeBreakers
 from domain.in_flight import InFlightLimits
 from domain.versions import VersionClock
 from entrypoints.http.admin import AdminJobs
+from entrypoints.http.asgi import MinDataRate
 from entrypoints.http.objects import ObjectApi, ObjectUseCases
 from entrypoints.lifespan import GatewayLifespan
 from entrypoints.observability.metrics import GatewayMetrics
@@ -131,6 +132,8 @@ class Container(containers.DeclarativeContainer):
         idle_timeout_seconds=settings.provided.node_idle_timeout_seconds,
         part_size_bytes=settings.provided.part_size_bytes,
         download_chunk_bytes=settings.provided.download_chunk_bytes,
+        scheme=settings.provided.node_scheme,
+        ca_file=settings.provided.node_ca_file,
     )
     # None unless the OTEL_* variables configure an OTLP endpoint; flushed when resources shut down.
     tracer = providers.Resource(tracer_from_environ, environ=providers.Object(os.environ))
@@ -249,6 +252,11 @@ class Container(containers.DeclarativeContainer):
         body_read_timeout_seconds=settings.provided.body_read_timeout_seconds,
         body_send_timeout_seconds=settings.provided.body_send_timeout_seconds,
         replicated=settings.provided.replicated,
+        min_data_rate=providers.Callable(
+            MinDataRate.of,
+            settings.provided.min_data_rate_bytes_per_second,
+            settings.provided.min_data_rate_grace_seconds,
+        ),
     )
     # Auth (GATEWAY_AUTH_TOKENS_FILE): off by default, and then nothing below is built. The
     # commands (object-gateway token, sign, signing-key) change the file through `credentials`;

@@ -77,6 +77,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
             max_head_bytes=settings.max_request_head_bytes,
             head_timeout_seconds=settings.request_head_timeout_seconds,
             max_connections=settings.max_connections,
+            max_chunk_extension_bytes=settings.max_chunk_extension_bytes,
         ),
         # A PUT holds two connections to its node: the upload and the HEAD beside it.
         node_connections_per_client=2,

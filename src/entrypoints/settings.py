@@ -15,6 +15,7 @@ __all__ = ["ENV_PREFIX", "Settings"]
 
 ENV_PREFIX = "GATEWAY_"
 DISCOVERY_KINDS = ("docker", "swarm")
+NODE_SCHEMES = ("http", "https")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,11 @@ class Settings:
     # this daemon's events).
     swarm_task_poll_seconds: float = 2.0
     node_port: int = 9000
+    # How the gateway speaks to every node of the fleet: "http", or "https" (TLS, each node's
+    # certificate chain checked against node_ca_file, else against the system's CAs).
+    node_scheme: str = "http"
+    # A PEM file of the CA(s) that sign the nodes' certificates; empty: the system's trust store.
+    node_ca_file: str = ""
     bucket: str = "objects"
     # Docker events keep the fleet current; a full re-listing also runs after this much quiet.
     discovery_resync_seconds: float = 30.0
@@ -110,6 +116,14 @@ class Settings:
     auth_tokens_file: str = ""
     # How often the gateway looks whether that file changed (a stat; a read only on change).
     auth_reload_seconds: float = 1.0
+    # After the grace period, an upload must arrive (and a download be read) at least this fast on
+    # average, over the time spent waiting for the client; slower is cut off (uploads: 408). As
+    # Kestrel's MinRequestBodyDataRate and MinResponseDataRate: 240 bytes/s after 5 s. 0: none.
+    min_data_rate_bytes_per_second: int = 240
+    min_data_rate_grace_seconds: float = 5.0
+    # The chunk extensions (and other framing beyond 16 bytes per chunk) a chunked body may carry in
+    # all; beyond it, 400. They are no data, yet the gateway reads and parses every byte of them.
+    max_chunk_extension_bytes: int = 16 * KiB
 
     def __post_init__(self) -> None:
         try:
@@ -128,6 +142,20 @@ class Settings:
             )
         if self.auth_reload_seconds <= 0:
             raise ValueError(f"{env_variable('auth_reload_seconds')} must be above 0")
+        if self.node_scheme not in NODE_SCHEMES:
+            raise ValueError(
+                f"{env_variable('node_scheme')}={self.node_scheme!r} is not one of "
+                f"{', '.join(NODE_SCHEMES)}"
+            )
+        if self.node_ca_file and self.node_scheme != "https":
+            raise ValueError(
+                f"{env_variable('node_ca_file')} is set, but {env_variable('node_scheme')} is "
+                f"{self.node_scheme!r}: set it to https to speak TLS to the nodes"
+            )
+        if self.node_ca_file and not os.path.isfile(self.node_ca_file):
+            raise ValueError(
+                f"{env_variable('node_ca_file')}={self.node_ca_file!r} is not a readable file"
+            )
         if self.discovery not in DISCOVERY_KINDS:
             raise ValueError(
                 f"{env_variable('discovery')}={self.discovery!r} is not one of "

@@ -1,8 +1,9 @@
 """The compose stack as a user runs it: built and started with compose, reached only over HTTP.
 
 Runs under a unique project name with free published ports, so it never collides with a stack the
-user has up. With PYTHON_IMAGE and MINIO_IMAGE set (CI), compose builds on the local base image and
-runs the MinIO-compatible stand-in; unset, it uses the official images as a user would.
+user has up, with the socket-proxy profile on (the second, locked-down gateway behind the Docker
+socket proxy). With PYTHON_IMAGE, MINIO_IMAGE and SOCKET_PROXY_IMAGE set (CI), compose builds on
+the local base image and runs the stand-ins; unset, it uses the official images as a user would.
 
 Beside the stack's open gateway runs a second one with auth on (tests/e2e/compose.auth.yml, the
 same image and nodes), which the auth tests reach on a port of its own.
@@ -11,6 +12,7 @@ same image and nodes), which the auth tests reach on a port of its own.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +62,8 @@ class Stack:
     http: httpx.Client
     # The gateway with auth on (GATEWAY_AUTH_TOKENS_FILE set).
     auth_http: httpx.Client
+    # The gateway behind the Docker socket proxy (profile socket-proxy).
+    proxied: httpx.Client
 
     def run(self, *args: str, timeout: float = 120) -> None:
         subprocess.run(
@@ -121,12 +125,15 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     project = f"amazine2e{uuid.uuid4().hex[:8]}"
     gateway_port = free_port()
     auth_gateway_port = free_port()
+    proxied_port = free_port()
     env = dict(
         os.environ,
+        COMPOSE_PROFILES="socket-proxy",
         GATEWAY_PUBLISHED_PORT=str(gateway_port),
         AUTH_GATEWAY_PUBLISHED_PORT=str(auth_gateway_port),
         # The stack's own gateway stays open, whatever this shell has set.
         GATEWAY_AUTH_TOKENS_FILE="",
+        PROXIED_GATEWAY_PUBLISHED_PORT=str(proxied_port),
         NODE1_CONSOLE_PORT=str(free_port()),
         NODE2_CONSOLE_PORT=str(free_port()),
         NODE3_CONSOLE_PORT=str(free_port()),
@@ -134,8 +141,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     client = docker.from_env()
     http = httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}", timeout=120)
     auth_http = httpx.Client(base_url=f"http://127.0.0.1:{auth_gateway_port}", timeout=120)
+    proxied = httpx.Client(base_url=f"http://127.0.0.1:{proxied_port}", timeout=120)
     compose = [*compose_command(request.param), *COMPOSE_FILES]
-    stack = Stack(project, compose, env, client, http, auth_http)
+    stack = Stack(project, compose, env, client, http, auth_http, proxied)
     try:
         # The gateways first and alone: they must not depend on the nodes' start order.
         stack.run("up", "--build", "-d", "gateway", "gateway-auth", timeout=900)
@@ -163,12 +171,28 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             "all three nodes to be members",
             ignoring=CONNECTION_ERRORS,
         )
+        wait_for(
+            lambda: (
+                [n["state"] for n in proxied.get("/health/ready").json()["nodes"]] == ["up"] * 3
+            ),
+            60,
+            "the gateway behind the socket proxy to find the three nodes",
+            ignoring=CONNECTION_ERRORS,
+        )
         yield stack
     finally:
         http.close()
         auth_http.close()
+        proxied.close()
         try:
-            stack.run("logs", "--no-color", "gateway", "gateway-auth")
+            stack.run(
+                "logs",
+                "--no-color",
+                "gateway",
+                "gateway-auth",
+                "gateway-via-proxy",
+                "docker-socket-proxy",
+            )
         finally:
             stack.run("down", "-v", "--remove-orphans")
             for network in client.networks.list(names=[f"aaa-{project}-isolated"]):
@@ -347,3 +371,67 @@ def test_with_auth_on_tokens_and_signed_urls_made_beside_the_gateway_work_until_
     )
     # The open gateway beside it, on the same nodes, answers as it always has.
     assert stack.http.get("/object/e2eauth1").content == data
+
+
+def test_the_gateway_behind_the_socket_proxy_serves_locked_down_and_without_the_socket(
+    stack: Stack,
+) -> None:
+    data = os.urandom(256 * 1024)
+    assert stack.proxied.put("/object/viaproxy", content=data).status_code in (200, 201)
+    assert stack.proxied.get("/object/viaproxy").content == data
+    assert stack.http.get("/object/viaproxy").content == data  # one fleet, one placement
+    attributes = stack.container("gateway-via-proxy").attrs
+    assert attributes["Config"]["User"] == "10001:10001"
+    host = attributes["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert any(option.startswith("no-new-privileges") for option in host["SecurityOpt"])
+    assert not [m for m in attributes["Mounts"] if "docker.sock" in m.get("Source", "")]
+    # Inside: the user is nobody in particular, and the root filesystem takes no writes.
+    result = stack.container("gateway-via-proxy").exec_run(
+        ["python3", "-c", "import os; print(os.getuid()); open('/opt/written', 'w')"]
+    )
+    assert result.exit_code != 0
+    assert result.output.decode().startswith("10001")
+    assert b"Read-only file system" in result.output
+
+
+# Run inside the proxied gateway: the proxy answers only the gateway there (-allowfrom).
+_ASK_THE_PROXY = """
+import http.client, json, sys
+statuses = {}
+for method, path in json.loads(sys.argv[1]):
+    connection = http.client.HTTPConnection("docker-socket-proxy", 2375, timeout=10)
+    connection.request(method, path)
+    statuses[method + " " + path] = connection.getresponse().status
+    connection.close()
+print(json.dumps(statuses))
+"""
+
+
+def test_the_socket_proxy_lets_through_the_gateways_calls_and_refuses_the_rest(
+    stack: Stack,
+) -> None:
+    node = stack.container("amazin-object-storage-node-1").id
+    calls = {
+        ("GET", f"/v1.41/containers/{node}/json"): 200,
+        ("GET", "/v1.41/containers/json?all=1"): 200,
+        ("GET", f"/v1.41/containers/{node}/archive?path=/etc/passwd"): 403,
+        ("GET", f"/v1.41/containers/{node}/export"): 403,
+        ("GET", f"/v1.41/containers/{node}/logs?stdout=1"): 403,
+        ("GET", "/v1.41/images/json"): 403,
+        ("POST", f"/v1.41/containers/{node}/stop"): 405,
+        ("HEAD", "/_ping"): 405,
+    }
+    result = stack.container("gateway-via-proxy").exec_run(
+        ["python3", "-c", _ASK_THE_PROXY, json.dumps(list(calls))]
+    )
+    assert result.exit_code == 0, result.output
+    answered = json.loads(result.output)
+    assert answered == {f"{method} {path}": status for (method, path), status in calls.items()}
+
+
+def test_node_consoles_are_published_on_loopback_only(stack: Stack) -> None:
+    for service in NODE_SERVICES:
+        bindings = stack.container(service).attrs["HostConfig"]["PortBindings"]
+        assert [b["HostIp"] for b in bindings["9001/tcp"]] == ["127.0.0.1"], bindings

@@ -7,6 +7,7 @@ removed afterwards, so the machine is left as it was found.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
+import yaml
 
 from tests.integration.support import free_port, wait_for
 
@@ -163,3 +165,63 @@ def test_a_node_service_scaled_to_zero_answers_503_for_its_ids_until_scaled_back
     )
     for object_id in on_service:
         assert swarm_stack.http.get(f"/object/{object_id}").content == object_id.encode()
+
+
+# Run inside the gateway's container: the proxy is a unix socket in the volume they share.
+_ASK_THE_PROXY = """
+import http.client, json, socket, sys
+
+class Local(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect("/run/docker-socket-proxy/docker.sock")
+
+statuses = {}
+for method, path in json.loads(sys.argv[1]):
+    connection = Local("localhost", timeout=10)
+    connection.request(method, path)
+    statuses[method + " " + path] = connection.getresponse().status
+    connection.close()
+print(json.dumps(statuses))
+"""
+
+
+def test_the_gateway_runs_locked_down_and_reaches_docker_only_through_the_proxy(
+    swarm_stack: SwarmStack,
+) -> None:
+    gateway = swarm_stack.task_container(f"{swarm_stack.name}_gateway")
+    assert swarm_stack.task_container(f"{swarm_stack.name}_docker-socket-proxy")
+    assert gateway.attrs["Config"]["User"] == "10001:10001"
+    assert gateway.attrs["HostConfig"]["ReadonlyRootfs"] is True
+    assert gateway.attrs["HostConfig"]["CapDrop"] == ["ALL"]
+    assert not [m for m in gateway.attrs["Mounts"] if "docker.sock" in m.get("Source", "")]
+    node = swarm_stack.task_container(swarm_stack.node_services()[0]).id
+    calls = {
+        ("GET", "/v1.41/services"): 200,
+        ("GET", "/v1.41/tasks"): 200,
+        ("GET", f"/v1.41/containers/{node}/json"): 200,
+        ("GET", f"/v1.41/containers/{node}/archive?path=/data"): 403,
+        ("GET", f"/v1.41/containers/{node}/export"): 403,
+        ("GET", f"/v1.41/containers/{node}/logs?stdout=1"): 403,
+        ("GET", "/v1.41/secrets"): 403,
+        ("POST", "/v1.41/services/create"): 405,
+    }
+    result = gateway.exec_run(["python3", "-c", _ASK_THE_PROXY, json.dumps(list(calls))])
+    assert result.exit_code == 0, result.output
+    answered = json.loads(result.output)
+    assert answered == {f"{method} {path}": status for (method, path), status in calls.items()}
+
+
+def test_the_encrypted_overlay_option_encrypts_the_stacks_network() -> None:
+    merged = subprocess.run(
+        [
+            "docker", "stack", "config",
+            "-c", str(PROJECT_ROOT / "deploy" / "swarm" / "docker-stack.yml"),
+            "-c", str(PROJECT_ROOT / "deploy" / "swarm" / "encrypted-overlay.yml"),
+        ],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    network = yaml.safe_load(merged.stdout)["networks"]["storage"]
+    assert network["driver"] == "overlay"
+    assert "encrypted" in network["driver_opts"]
+    assert not network.get("attachable")

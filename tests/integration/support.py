@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import io
 import json
 import os
@@ -42,11 +43,19 @@ DEFAULT_MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
 MINIO_IMAGE = os.environ.get("MINIO_IMAGE") or DEFAULT_MINIO_IMAGE
 DEFAULT_RUSTFS_IMAGE = "rustfs/rustfs:1.0.0-alpha.99"
 RUSTFS_IMAGE = os.environ.get("RUSTFS_IMAGE") or DEFAULT_RUSTFS_IMAGE
+# The Docker socket proxy of the compose and stack files (CI sets a local stand-in).
+DEFAULT_SOCKET_PROXY_IMAGE = "wollomatic/socket-proxy:1.10.0"
+SOCKET_PROXY_IMAGE = os.environ.get("SOCKET_PROXY_IMAGE") or DEFAULT_SOCKET_PROXY_IMAGE
 # The environment variable names each node server reads its key pair from.
 ROOT_KEY_NAMES = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
 LEGACY_KEY_NAMES = ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
 RUSTFS_KEY_NAMES = ("RUSTFS_ACCESS_KEY", "RUSTFS_SECRET_KEY")
 TEST_LABEL = "amazin-gateway-tests"
+# Every test container carries TEST_LABEL with the ID of the test process that started it, so that
+# a run removes what dead runs left and never the containers of a run still going beside it.
+TEST_LABELS = {TEST_LABEL: str(os.getpid())}
+# A container whose label names no process (older labels said "1") is a leftover after this long.
+_UNOWNED_LEFTOVER_SECONDS = 3 * 3600
 OBJECT_GATEWAY = Path(sys.executable).with_name("object-gateway")
 BUCKET = "objects"
 VERSIONS_PREFIX = "by-id/"
@@ -57,9 +66,31 @@ def new_run_marker() -> str:
 
 
 def remove_leftover_test_containers(client: docker.DockerClient) -> None:
-    """Containers of earlier test runs that died before their own cleanup."""
+    """Containers of earlier test runs that died before their own cleanup.
+
+    Not those of a test run still going on this machine (several may share one daemon): their
+    process is alive. A container removed meanwhile by its own run is left to it.
+    """
     for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
-        container.remove(force=True, v=True)
+        if _owned_by_a_live_run(container):
+            continue
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            container.remove(force=True, v=True)
+
+
+def _owned_by_a_live_run(container: docker.models.containers.Container) -> bool:
+    owner = container.labels.get(TEST_LABEL, "")
+    if owner.isdigit() and int(owner) > 1:
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    created = datetime.datetime.fromisoformat(container.attrs["Created"][:26].rstrip("Z"))
+    age = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - created
+    return age.total_seconds() < _UNOWNED_LEFTOVER_SECONDS
 
 
 @dataclass
@@ -184,7 +215,7 @@ def _start(
         .with_name(name)
         .with_env(key_names[0], access_key)
         .with_env(key_names[1], secret_key)
-        .with_kwargs(labels={TEST_LABEL: "1"})
+        .with_kwargs(labels=TEST_LABELS)
     )
     if command is not None:
         container = container.with_command(command)

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.docker import DockerNodeDiscovery
 from domain.node import Node, NodeState
-from tests.integration.support import MINIO_IMAGE, TEST_LABEL, StorageNode
+from tests.integration.support import MINIO_IMAGE, TEST_LABELS, StorageNode
 
 
 @pytest.fixture
@@ -47,13 +47,13 @@ def test_keyless_and_never_started_containers_are_skipped_and_a_stopped_one_is_a
 ) -> None:
     marker = f"amazin-object-storage-node-{uuid.uuid4().hex[:8]}"
     keyless = docker_client.containers.create(
-        MINIO_IMAGE, "server /data", name=f"{marker}-keyless", labels={TEST_LABEL: "1"}
+        MINIO_IMAGE, "server /data", name=f"{marker}-keyless", labels=TEST_LABELS
     )
     stopped = docker_client.containers.run(
         MINIO_IMAGE,
         "server /data",
         name=f"{marker}-stopped",
-        labels={TEST_LABEL: "1"},
+        labels=TEST_LABELS,
         environment={"MINIO_ROOT_USER": "stoppeduser", "MINIO_ROOT_PASSWORD": "stoppedpass"},
         detach=True,
     )
@@ -63,7 +63,7 @@ def test_keyless_and_never_started_containers_are_skipped_and_a_stopped_one_is_a
         MINIO_IMAGE,
         "server /data",
         name=f"{marker}-created",
-        labels={TEST_LABEL: "1"},
+        labels=TEST_LABELS,
         environment={"MINIO_ROOT_USER": "createduser", "MINIO_ROOT_PASSWORD": "createdpass"},
     )
     # Shares the marker as a substring only through a regex wildcard: must not be a member.
@@ -71,7 +71,7 @@ def test_keyless_and_never_started_containers_are_skipped_and_a_stopped_one_is_a
         MINIO_IMAGE,
         "server /data",
         name=marker.replace("-node-", "-nodeX"),
-        labels={TEST_LABEL: "1"},
+        labels=TEST_LABELS,
         environment={"MINIO_ROOT_USER": "otheruser", "MINIO_ROOT_PASSWORD": "otherpass"},
     )
     try:

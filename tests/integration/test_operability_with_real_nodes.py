@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.support import (
     MINIO_IMAGE,
-    TEST_LABEL,
+    TEST_LABELS,
     GatewayServer,
     StorageNode,
     frozen,
@@ -161,7 +161,7 @@ def test_a_node_created_but_not_yet_started_takes_no_ids_until_it_starts(
         MINIO_IMAGE,
         "server /data",
         name=f"{run_marker}-created",
-        labels={TEST_LABEL: "1"},
+        labels=TEST_LABELS,
         environment={"MINIO_ROOT_USER": "createduser", "MINIO_ROOT_PASSWORD": "created-secret"},
     )
     try:

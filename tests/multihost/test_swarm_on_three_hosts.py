@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.support import MINIO_IMAGE, wait_for
+from tests.integration.support import MINIO_IMAGE, SOCKET_PROXY_IMAGE, wait_for
 from tests.multihost.hosts import (
     Host,
     create_bridge,
@@ -65,10 +65,11 @@ class Cluster:
             DOCKER_HOST=self.manager.socket,
             GATEWAY_IMAGE=self.image,
             MINIO_IMAGE=MINIO_IMAGE,
+            SOCKET_PROXY_IMAGE=SOCKET_PROXY_IMAGE,
             GATEWAY_PUBLISHED_PORT=str(PORT),
             GATEWAY_PUBLISHED_HOST=self.manager.address,
-            # The hosts share this machine's filesystem: every gateway mounts host 1's socket
-            # (a manager's API sees the whole swarm, so each still places IDs on its own).
+            # The hosts share this machine's filesystem: every socket proxy mounts host 1's socket
+            # (a manager's API sees the whole swarm, so each gateway still places IDs on its own).
             DOCKER_SOCKET=f"/run/{self.manager.name}.sock",
             **{f"NODE{i}_CONSTRAINT": f"node.labels.amazin.slot == {i}" for i in (1, 2, 3)},
             **settings,
@@ -137,7 +138,9 @@ def _build_and_save_images(workdir: Path) -> tuple[str, Path]:
     )
     archive = workdir / "images.tar"
     subprocess.run(
-        ["docker", "save", "-o", str(archive), image, MINIO_IMAGE], check=True, timeout=600
+        ["docker", "save", "-o", str(archive), image, MINIO_IMAGE, SOCKET_PROXY_IMAGE],
+        check=True,
+        timeout=600,
     )
     return image, archive
 

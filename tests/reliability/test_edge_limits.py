@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import socket
 import time
@@ -25,6 +26,9 @@ def edge(nodes: object, run_marker: str) -> Iterator[GatewayServer]:
         request_head_timeout_seconds=2,
         keep_alive_timeout_seconds=1,
         max_connections=40,
+        # Uploads and downloads slower than 2,000 bytes/s on average are cut after 1 s.
+        min_data_rate_bytes_per_second=2000,
+        min_data_rate_grace_seconds=1,
     ) as server:
         yield server
 
@@ -223,3 +227,171 @@ def test_a_websocket_upgrade_is_served_as_plain_http_never_a_500(
     assert answer.startswith(b"HTTP/1.1 404 "), answer[:300]
     assert b'"object_not_found"' in answer
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def exchange(server: GatewayServer, request: bytes, within: float = 3) -> bytes:
+    with connect(server) as sock:
+        sock.sendall(request)
+        return read_answer(sock, within)
+
+
+def first_response(answer: bytes) -> bytes:
+    return answer.partition(b"\r\n")[0]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /health/live HTTP/1.1\r\n\r\n",
+        b"GET /health/live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /health/live HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+        b"GET /health/live HTTP/1.1\r\nHost: gate way\r\n\r\n",
+    ],
+    ids=["http-1.1-without-host", "two-hosts", "two-hosts-http-1.0", "host-with-a-space"],
+)
+def test_a_request_without_exactly_one_valid_host_is_400_as_rfc_9112_requires(
+    edge: GatewayServer, head: bytes
+) -> None:
+    answer = exchange(edge, head)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"application/json" in answer
+    assert b'"invalid_request"' in answer
+    assert b"Host" in answer
+
+
+def test_an_http_1_0_request_without_host_is_served(edge: GatewayServer) -> None:
+    answer = exchange(edge, b"GET /health/live HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+
+
+def test_a_range_of_thousands_of_digits_is_answered_never_a_500(edge: GatewayServer) -> None:
+    with httpx.Client(base_url=edge.base_url) as http:
+        assert http.put("/object/hugerange", content=b"0123456789").status_code in (200, 201)
+    digits = b"9" * 5000
+    for range_value, status in ((b"0-" + digits, b"206"), (digits + b"-", b"416")):
+        answer = exchange(
+            edge,
+            b"GET /object/hugerange HTTP/1.1\r\nHost: gateway\r\nRange: bytes=%s\r\n\r\n"
+            % range_value,
+        )
+        assert answer.startswith(b"HTTP/1.1 %s " % status), answer[:300]
+
+
+def send_chunks(server: GatewayServer, head: bytes, pieces: list[bytes]) -> bytes:
+    """The head, then each piece in a write of its own, a little apart (separate reads)."""
+    answer = b""
+    with connect(server) as sock:
+        sock.sendall(head)
+        for piece in pieces:
+            time.sleep(0.02)
+            try:
+                sock.sendall(piece)
+            except OSError:
+                break
+            answer += read_answer(sock, 0)
+            if answer:
+                break
+        return answer + read_answer(sock, 3)
+
+
+def test_chunk_extensions_beyond_the_bound_are_400_and_store_nothing(
+    edge: GatewayServer, figures: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=edge.base_url) as http:
+        assert http.put("/object/chunkext", content=b"before").status_code in (200, 201)
+        # One chunk-size line with 64 KiB of extension, arriving over several reads: no data at
+        # all, yet every byte is read and parsed.
+        extension = b";name=" + b"v" * (64 * 1024)
+        pieces = [b"5", *(extension[i : i + 4096] for i in range(0, len(extension), 4096))]
+        answer = send_chunks(
+            edge,
+            b"PUT /object/chunkext HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n",
+            [*pieces, b"\r\nhello\r\n0\r\n\r\n"],
+        )
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+        assert b'"invalid_request"' in answer
+        assert b"extension" in answer
+        assert http.get("/object/chunkext").content == b"before"
+    figures["chunk extensions (bound 16 KiB): 64 KiB on one chunk"] = "400, nothing stored"
+
+
+def test_small_chunks_with_short_extensions_are_stored(edge: GatewayServer) -> None:
+    # 3,000 one-byte chunks, each with a short extension: framing well under 16 bytes a chunk.
+    body = bytes(ord("a") + i % 26 for i in range(3000))
+    chunks = b"".join(b"1;x=y\r\n%s\r\n" % body[i : i + 1] for i in range(len(body)))
+    answer = exchange(
+        edge,
+        b"PUT /object/tinychunks HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n" + chunks + b"0\r\n\r\n",
+    )
+    assert first_response(answer) in (b"HTTP/1.1 201 Created", b"HTTP/1.1 200 OK"), answer[:300]
+    with httpx.Client(base_url=edge.base_url) as http:
+        assert http.get("/object/tinychunks").content == body
+
+
+def test_an_upload_trickling_below_the_minimum_rate_is_cut_off_after_the_grace(
+    edge: GatewayServer, figures: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=edge.base_url) as http:
+        assert http.put("/object/trickled", content=b"before").status_code in (200, 201)
+    started = time.monotonic()
+    answer = b""
+    with connect(edge) as sock:
+        sock.sendall(
+            b"PUT /object/trickled HTTP/1.1\r\nHost: gateway\r\nContent-Length: 100000\r\n\r\n"
+        )
+        for _ in range(40):  # 10 bytes every 0.25 s: 40 bytes/s, far under 2,000 (10 s at most)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"x" * 10)
+            answer += read_answer(sock, 0.25)
+            if answer:
+                break
+        answer += read_answer(sock, 2)
+    elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+    assert b'"body_too_slow"' in answer
+    assert elapsed < 4, f"cut off after {elapsed:.2f} s (grace 1 s)"
+    with httpx.Client(base_url=edge.base_url) as http:
+        assert http.get("/object/trickled").content == b"before"
+    figures["upload at 40 bytes/s (minimum 2,000 after 1 s)"] = f"408 after {elapsed:.2f} s"
+
+
+def test_a_download_read_below_the_minimum_rate_is_cut_off_after_the_grace(
+    nodes: object, run_marker: str, figures: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # 1 MiB/s: the kernel's buffers take a few MiB at once, and each byte handed over counts.
+    with GatewayServer.for_marker(
+        run_marker, min_data_rate_bytes_per_second=MiB, min_data_rate_grace_seconds=1
+    ) as server:
+        data = os.urandom(16 * MiB)
+        with httpx.Client(base_url=server.base_url, timeout=60) as http:
+            assert http.put("/object/slowread", content=data).status_code in (200, 201)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        received = 0
+        closed = False
+        with sock:
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /object/slowread HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            started = time.monotonic()
+            while time.monotonic() - started < 15:  # 1 KiB every 0.1 s: about 10 KiB/s
+                try:
+                    piece = sock.recv(1024)
+                except (ConnectionResetError, TimeoutError):
+                    closed = True
+                    break
+                if not piece:
+                    closed = True
+                    break
+                received += len(piece)
+                time.sleep(0.1)
+            elapsed = time.monotonic() - started
+    assert closed, f"still open after {elapsed:.1f} s with {received} bytes read"
+    assert received < len(data)
+    # Reset by the gateway, which gave up on the client: not an incomplete response to log as
+    # an error.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    figures["download read at 10 KiB/s (minimum 1 MiB/s after 1 s)"] = (
+        f"cut after {elapsed:.1f} s, {received // 1024} KiB read"
+    )

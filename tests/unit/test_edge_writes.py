@@ -155,3 +155,36 @@ def test_everything_else_is_the_transport_s(name: str) -> None:
         assert getattr(joined, name).__self__ is transport
 
     asyncio.run(scenario())
+
+
+def test_closing_while_a_response_is_cut_short_resets_instead_of_flushing() -> None:
+    # A response that can never be complete (its client read too slowly): the bytes still queued
+    # are a truncated answer, and a close that waited for the client to read them would hold the
+    # connection for as long as that slow client takes.
+    async def scenario() -> None:
+        transport = RecordingTransport()
+        joined = OneSendPerResponse(transport, asyncio.get_running_loop(), cut_short=lambda: True)
+
+        joined.write(b"head")
+        joined.close()
+
+        assert transport.aborted
+        assert not transport.closed
+        assert transport.sends == []
+
+    asyncio.run(scenario())
+
+
+def test_closing_after_a_complete_response_flushes_it() -> None:
+    async def scenario() -> None:
+        transport = RecordingTransport()
+        joined = OneSendPerResponse(transport, asyncio.get_running_loop(), cut_short=lambda: False)
+
+        joined.write(b"whole answer")
+        joined.close()
+
+        assert transport.closed
+        assert not transport.aborted
+        assert transport.sends == [b"whole answer"]
+
+    asyncio.run(scenario())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import SplitResult
@@ -35,6 +36,7 @@ __all__ = [
     "RequestBody",
     "S3Transport",
     "map_errors",
+    "node_tls",
 ]
 
 # S3 refuses a single PUT above 5 GiB; beyond it only multipart uploads work.
@@ -59,6 +61,25 @@ class MinioSettings:
     # of about this size.
     download_chunk_bytes: int
     max_single_put_bytes: int = MAX_SINGLE_PUT_BYTES
+    # "http", or "https": TLS to every node, its certificate chain checked against ca_file (a
+    # PEM bundle; empty: the system's trust store).
+    scheme: str = "http"
+    ca_file: str = ""
+
+
+def node_tls(settings: MinioSettings) -> ssl.SSLContext | None:
+    """The TLS context for the nodes, or None for plain HTTP.
+
+    The chain must lead to the fleet's CA; the host name is not compared, since nodes are reached
+    at the addresses Docker reports, which change as containers come and go: give the fleet a CA
+    of its own (one that signs nothing but its nodes), as the README says.
+    """
+    if settings.scheme != "https":
+        return None
+    context = ssl.create_default_context(cafile=settings.ca_file or None)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 @contextlib.contextmanager
@@ -81,6 +102,9 @@ class S3Transport:
         # With tracing on, each node request is a span, a child of the request being served.
         self._tracer = tracer
         self._session: aiohttp.ClientSession | None = None
+        self._scheme = settings.scheme
+        # Read once (the CA file) at start-up; None: plain HTTP.
+        self._tls = node_tls(settings)
         # Built once: aiohttp's read timeout covers the wait for the first byte and each read.
         self._first_byte_timeout = aiohttp.ClientTimeout(
             total=None,
@@ -222,7 +246,7 @@ class S3Transport:
         credentials = node.credentials
         signed = signed_headers(
             method=method,
-            url=SplitResult("http", endpoint, path, query_string, ""),
+            url=SplitResult(self._scheme, endpoint, path, query_string, ""),
             headers=headers or {},
             access_key=credentials.access_key,
             secret_key=credentials.secret_key,
@@ -236,7 +260,7 @@ class S3Transport:
                 return await self._http().request(
                     method,
                     URL.build(
-                        scheme="http",
+                        scheme=self._scheme,
                         authority=endpoint,
                         path=path,
                         query_string=query_string,
@@ -260,7 +284,9 @@ class S3Transport:
                 # No pool limit: a request that waited for a pooled connection would time out as if
                 # the node were unreachable. What a node may be asked at once is capped by
                 # InFlightLimits, and connections by the gateway's own connection cap.
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                connector=aiohttp.TCPConnector(
+                    limit=0, limit_per_host=0, ssl=self._tls if self._tls is not None else True
+                ),
                 # Bytes pass through as stored: no decompression, no cookies, no extra headers.
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),

@@ -9,6 +9,7 @@ import msgspec
 
 from domain.errors import (
     BodyTooLarge,
+    BodyTooSlow,
     Forbidden,
     GatewayError,
     InvalidRequest,
@@ -79,6 +80,7 @@ STATUS_BY_ERROR: dict[type[GatewayError], int] = {
     JobInProgress: 409,
     BodyTooLarge: 413,
     UploadTooSlow: 408,
+    BodyTooSlow: 408,
     InvalidRequest: 400,
     ObjectNotFound: 404,
     PreconditionFailed: 412,

@@ -39,6 +39,14 @@ _MEDIA_TYPE = re.compile(
 # Runs of optional whitespace (RFC 9110 OWS: spaces and tabs).
 _WHITESPACE_RUN = re.compile(r"[ \t]+")
 _SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
+# A range position of more significant digits than this lies beyond any object (S3 stores at most
+# 5 TiB) and is read as 10**18, which means the same to every object: int() never sees thousands
+# of digits (Python refuses more than 4,300, and such a header was a 500).
+_MAX_POSITION_DIGITS = 18
+_BEYOND_ANY_OBJECT = 10**_MAX_POSITION_DIGITS
+# Every object response: browsers must take the stored Content-Type as it is, never sniff the bytes
+# for another (stored HTML served as text/plain must not run as a page).
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 def content_length(headers: RawHeaders) -> int | None:
@@ -80,11 +88,17 @@ def parse_range(value: bytes | None) -> ByteRange | None:
     match = _SINGLE_RANGE.fullmatch(value.decode("latin-1").strip())
     if match is None or not any(match.groups()):
         return None
-    first, last = (int(group) if group else None for group in match.groups())
-    try:
-        return ByteRange(first, last)
-    except ValueError:
+    first, last = (group.lstrip("0") or "0" if group else None for group in match.groups())
+    # Compared as numbers (length, then digits) before long ones are capped.
+    if first is not None and last is not None and (len(last), last) < (len(first), first):
         return None
+    return ByteRange(_position(first), _position(last))
+
+
+def _position(digits: str | None) -> int | None:
+    if digits is None:
+        return None
+    return _BEYOND_ANY_OBJECT if len(digits) > _MAX_POSITION_DIGITS else int(digits)
 
 
 def preconditions_of(headers: RawHeaders) -> Preconditions:
@@ -125,7 +139,8 @@ def _parse_http_date(value: bytes | None) -> datetime | None:
         return None
     try:
         moment = parsedate_to_datetime(value.decode("latin-1"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        # OverflowError: a year or zone offset too large for a clock (email.utils lets it out).
         return None
     return moment if moment.tzinfo is not None else None
 
@@ -149,5 +164,6 @@ def object_headers(info: ObjectInfo, length: int | None = None) -> list[tuple[by
         (b"content-type", info.content_type.encode("latin-1")),
         (b"content-length", b"%d" % (info.size if length is None else length)),
         (b"accept-ranges", b"bytes"),
+        _NOSNIFF,
         *validators(info),
     ]

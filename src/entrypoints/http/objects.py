@@ -29,7 +29,14 @@ from domain.errors import (
     RangeNotSatisfiable,
 )
 from domain.objects import ObjectInfo, StoredObject, quoted_etag
-from entrypoints.http.asgi import Response, disconnected, request_body, send_error
+from entrypoints.http.asgi import (
+    MinDataRate,
+    Response,
+    disconnected,
+    request_body,
+    reset_of,
+    send_error,
+)
 from entrypoints.http.errors import MethodNotAllowed, RouteNotFound, status_for
 from entrypoints.http.headers import (
     RawHeaders,
@@ -71,6 +78,8 @@ class _Exchange:
     receive: Receive
     response: Response
     facts: RequestFacts
+    # Resets the connection at once (the edge's extension); None under other servers.
+    reset: Callable[[], None] | None = None
 
 
 class ObjectApi:
@@ -84,6 +93,7 @@ class ObjectApi:
         body_read_timeout_seconds: float,
         body_send_timeout_seconds: float,
         replicated: bool = False,
+        min_data_rate: MinDataRate | None = None,
     ) -> None:
         self._use_cases = use_cases
         # Each answer's log line then says how many replicas it had.
@@ -91,6 +101,8 @@ class ObjectApi:
         self._max_body_bytes = max_body_bytes
         self._body_read_timeout = body_read_timeout_seconds
         self._body_send_timeout = body_send_timeout_seconds
+        # Uploads must arrive, and downloads be read, at least this fast (after its grace).
+        self._min_data_rate = min_data_rate
         self._handlers: dict[str, Callable[[_Exchange], Awaitable[None]]] = {
             "PUT": self._put,
             "GET": self._get,
@@ -110,7 +122,11 @@ class ObjectApi:
             handler = self._handlers.get(method)
             if handler is None:
                 raise MethodNotAllowed(method, ALLOWED_METHODS)
-            await handler(_Exchange(object_id, dict(scope["headers"]), receive, response, facts))
+            await handler(
+                _Exchange(
+                    object_id, dict(scope["headers"]), receive, response, facts, reset_of(scope)
+                )
+            )
         except GatewayError as exc:
             if exc.node_name is not None:
                 facts.node = exc.node_name
@@ -130,7 +146,12 @@ class ObjectApi:
             raise BodyTooLarge(f"the body exceeds the maximum of {self._max_body_bytes} bytes")
         outcome = await self._use_cases.put(
             exchange.object_id,
-            request_body(exchange.receive, self._body_read_timeout, self._max_body_bytes),
+            request_body(
+                exchange.receive,
+                self._body_read_timeout,
+                self._max_body_bytes,
+                self._min_data_rate,
+            ),
             length,
             content_type(headers),
             preconditions_of(headers),
@@ -195,17 +216,40 @@ class ObjectApi:
         # The server drops what is sent after the client left; watch for it so that the node's
         # connection is let go at once rather than the whole object read for nobody.
         gone = asyncio.ensure_future(disconnected(exchange.receive))
+        clock = asyncio.get_running_loop().time
+        rate = self._min_data_rate
+        # Kestrel's MinResponseDataRate: each chunk handed over extends the time by which the
+        # client must have taken it at the minimum rate (a chunk alone may take the grace), so a
+        # client that reads on, but too slowly, is cut off too, not only one that stops.
+        rate_deadline = 0.0
         try:
             async for chunk in stored.chunks:
                 if gone.done():
                     exchange.facts.client_closed = True
                     return
+                now = clock()
+                deadline = now + self._body_send_timeout
+                if rate is not None:
+                    needed = len(chunk) / rate.bytes_per_second
+                    rate_deadline = max(
+                        now + max(rate.grace_seconds, needed), rate_deadline + needed
+                    )
+                    deadline = min(deadline, rate_deadline)
                 try:
-                    async with asyncio.timeout(self._body_send_timeout):
+                    async with asyncio.timeout_at(deadline):
                         await exchange.response.send_more(chunk)
                 except TimeoutError:
                     exchange.facts.client_closed = True
-                    logger.info("client stopped reading for %gs; cut off", self._body_send_timeout)
+                    if exchange.reset is not None:
+                        exchange.reset()
+                    if rate is not None and deadline == rate_deadline:
+                        logger.info(
+                            "client read slower than %d bytes/s; cut off", rate.bytes_per_second
+                        )
+                    else:
+                        logger.info(
+                            "client stopped reading for %gs; cut off", self._body_send_timeout
+                        )
                     return
             await exchange.response.finish(b"")
         finally:

@@ -94,6 +94,12 @@ _OBJECT_HEADERS: dict[str, OpenAPIHeader | Reference] = {
     "ETag": _header("The object's entity tag, quoted."),
     "Last-Modified": _header("When the object was stored."),
     "Accept-Ranges": _header("bytes"),
+    # Required, so that the schema fuzz checks every object response carries it.
+    "X-Content-Type-Options": OpenAPIHeader(
+        description="nosniff: browsers take the stored Content-Type as it is.",
+        schema=Schema(type=OpenAPIType.STRING, enum=["nosniff"]),
+        required=True,
+    ),
 }
 _VALIDATORS: dict[str, OpenAPIHeader | Reference] = {
     "ETag": _OBJECT_HEADERS["ETag"],
@@ -242,6 +248,10 @@ def _object_path_item() -> PathItem:
                 "400": _error(
                     "Invalid ID (invalid_object_id), a malformed Content-Type or Content-Length "
                     "(invalid_request), or a body that ended early or stalled (incomplete_body)."
+                ),
+                "408": _error(
+                    "After GATEWAY_MIN_DATA_RATE_GRACE_SECONDS, the body arrived slower on average "
+                    "than GATEWAY_MIN_DATA_RATE_BYTES_PER_SECOND (body_too_slow)."
                 ),
                 "412": _PRECONDITION_FAILED,
                 "413": _error("The body exceeds GATEWAY_MAX_BODY_BYTES (body_too_large)."),
