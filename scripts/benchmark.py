@@ -24,8 +24,10 @@ All traffic goes to loopback or to the containers this script started; every loo
   (d) with --rebalance-objects N: N objects of 100 bytes on the three nodes, a fourth node added,
       and `object-gateway rebalance` timed (moves/s) with the gateway's peak RSS; then again with
       nothing left to move (objects looked at per second).
+  With --baseline REF, (a) also runs the gateway of that commit (its src/, by this Python), N=1, as
+  a side of its own: the cost of what changed since, measured in the same run.
 Usage: .venv/bin/python scripts/benchmark.py [--runs 3] [--seconds 5] [--workload LABEL]
-       [--skip-throughput] [--skip-memory] [--skip-frozen] [--rebalance-objects N]
+       [--baseline REF] [--skip-throughput] [--skip-memory] [--skip-frozen] [--rebalance-objects N]
 Needs: a Docker daemon, wrk, curl and nginx (Debian's nginx-light) on PATH.
 """
 
@@ -212,9 +214,12 @@ class Nodes:
 
 
 class Gateway:
-    """The gateway as a user runs it (default settings), on a loopback port."""
+    """The gateway as a user runs it (default settings), on a loopback port; with ``source``,
+    the gateway of another commit (its ``src`` folder), run by this one's Python."""
 
-    def __init__(self, marker: str, workdir: Path, **settings: str) -> None:
+    def __init__(
+        self, marker: str, workdir: Path, source: Path | None = None, **settings: str
+    ) -> None:
         self.port = free_port()
         self.admin_url = f"http://127.0.0.1:{free_port()}"
         env = dict(
@@ -225,9 +230,13 @@ class Gateway:
             GATEWAY_NODE_NAME_MARKER=marker,
             **settings,
         )
+        command = [str(GATEWAY)]
+        if source is not None:
+            env["PYTHONPATH"] = str(source)
+            command = [sys.executable, "-c", "from entrypoints.cli import main; main()"]
         # Its access log (one line per request) goes to a file, as `docker logs` would keep it.
         self.log = (workdir / f"gateway-{self.port}.log").open("wb")
-        self.process = subprocess.Popen([str(GATEWAY)], env=env, stderr=self.log)
+        self.process = subprocess.Popen(command, env=env, stderr=self.log)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(
             lambda: urllib.request.urlopen(f"{self.url}/health/ready").status == 200,
@@ -340,7 +349,7 @@ def wrk(
     return rate, failed
 
 
-def throughput(
+def throughput(  # noqa: PLR0912 - one table, every side
     gateway: Gateway,
     replicated: Gateway,
     traced: Gateway,
@@ -350,6 +359,7 @@ def throughput(
     seconds: int,
     workdir: Path,
     only: list[str],
+    baseline: Gateway | None = None,
 ) -> None:
     direct_base = f"http://{nodes.ip(0)}:9000"
     # (base URL, path prefix, ID prefix): each side has IDs of its own.
@@ -360,15 +370,20 @@ def throughput(
         "nginx": (nginx.url, "/object/", "n"),
         "direct": (direct_base, f"/{BUCKET}/", "d"),
     }
+    if baseline is not None:
+        sides["baseline"] = (baseline.url, "/object/", "b")
     print(f"\n(a) throughput, wrk, median of {runs} runs of {seconds} s each, sides taking turns")
     print(
         "    N=1: the gateway as shipped (tracing off); N=3: GATEWAY_REPLICAS=3 (W=2, R=2);"
         " traced: N=1 with tracing on, every request sampled"
     )
+    if baseline is not None:
+        print("    base: the gateway of the --baseline commit, N=1, as shipped then")
+    base_header = f"{'base':>9}{'N=1/base':>9}{'base/ngx':>9}" if baseline is not None else ""
     print(
         f"{'workload':<34}{'N=1':>9}{'N=3':>9}{'traced':>9}{'nginx':>9}{'direct':>9}"
-        f"{'N=1/ngx':>9}{'N=3/ngx':>9}{'trc/N=1':>9}{'N=1/dir':>9}"
-        "   non-2xx N=1/N=3/traced/nginx/direct"
+        f"{'N=1/ngx':>9}{'N=3/ngx':>9}{'trc/N=1':>9}{'N=1/dir':>9}{base_header}"
+        "   non-2xx " + "/".join(sides)
     )
     run_tag = uuid.uuid4().hex[:6]
     # Each side writes the objects it reads through itself: nginx's hash places IDs elsewhere
@@ -406,7 +421,14 @@ def throughput(
             unit, scale = "MB/s", size / 1e6
         else:
             unit, scale = "req/s", 1.0
-        shown = [medians[side] * scale for side in sides]
+        shown = [medians[side] * scale for side in sides if side != "baseline"]
+        compared = ""
+        if baseline is not None:
+            compared = (
+                f"{medians['baseline'] * scale:>9.0f}"
+                f"{medians['gateway'] / medians['baseline']:>9.2f}"
+                f"{medians['baseline'] / medians['nginx']:>9.2f}"
+            )
         print(
             f"{label + ' (' + unit + ')':<34}"
             + "".join(f"{value:>9.0f}" for value in shown)
@@ -414,6 +436,7 @@ def throughput(
             + f"{medians['gateway_n3'] / medians['nginx']:>9.2f}"
             + f"{medians['traced'] / medians['gateway']:>9.2f}"
             + f"{medians['gateway'] / medians['direct']:>9.2f}"
+            + compared
             + "   "
             + "/".join(str(failures[side]) for side in sides)
         )
@@ -731,6 +754,18 @@ def rebalance_at_scale(
         fourth.remove(force=True, v=True)
 
 
+def checkout(ref: str, workdir: Path) -> Path:
+    """The ``src`` folder of ``ref``, exported from this repository (nothing is checked out)."""
+    folder = workdir / f"baseline-{ref}"
+    folder.mkdir()
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder / "src"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -741,6 +776,11 @@ def main() -> None:
         action="append",
         default=[],
         help="run only the throughput workloads whose label contains this (repeatable)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the gateway of this commit (a git ref), N=1, side by side (column base)",
     )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-frozen", action="store_true")
@@ -772,6 +812,9 @@ def main() -> None:
                     OTEL_TRACES_SAMPLER="always_on",
                 )
                 nginx = Nginx(nodes, workdir)
+                baseline = None
+                if args.baseline:
+                    baseline = Gateway(marker, workdir, source=checkout(args.baseline, workdir))
                 try:
                     throughput(
                         gateway,
@@ -783,6 +826,7 @@ def main() -> None:
                         args.seconds,
                         workdir,
                         args.workload,
+                        baseline,
                     )
                     print(
                         f"gateway RSS after the throughput runs: N=1 "
@@ -792,6 +836,8 @@ def main() -> None:
                         f"{sink.exports} exports, {sink.received_bytes / 1e6:.1f} MB"
                     )
                 finally:
+                    if baseline is not None:
+                        baseline.stop()
                     nginx.stop()
                     traced.stop()
                     sink.stop()

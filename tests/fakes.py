@@ -115,13 +115,17 @@ class _Record:
 
     @property
     def stored(self) -> StoredVersion:
+        return self.listed_at(self.stored_at)
+
+    def listed_at(self, now: datetime) -> StoredVersion:
+        """As a listing at ``now`` (the node's clock) shows it."""
         return StoredVersion(
             self.version,
             self.kind,
             len(self.data),
             self.etag,
             legacy=self.legacy,
-            stored_at=self.stored_at.timestamp(),
+            age_seconds=(now - self.stored_at).total_seconds(),
         )
 
     @property
@@ -156,6 +160,12 @@ class InMemoryObjectStorage:
     # Nodes marked to be drained, and nodes known to hold nothing under the old layout.
     drain_marks: dict[str, DrainState] = field(default_factory=dict)
     migrated: set[str] = field(default_factory=set)
+    # Ring marks by node: (fingerprint, settled).
+    rings: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    # Whether a node that holds nothing says so (as a real node without a bucket does): then a
+    # gateway that finds the whole fleet empty marks it settled. Off, the fleet is as after
+    # changes: unsettled until a rebalance settles it.
+    report_fresh: bool = False
     # Claims on leases, by (node, lease).
     claims_held: dict[tuple[str, str], list[LeaseClaim]] = field(default_factory=dict)
     # Nodes whose writes fail (unreachable) after taking this many chunks of the body.
@@ -211,7 +221,9 @@ class InMemoryObjectStorage:
         return current
 
     def versions_of(self, node: str, object_id: str) -> list[StoredVersion]:
-        return sorted(record.stored for record in self.records.get((node, object_id), []))
+        return sorted(
+            record.listed_at(self.clock) for record in self.records.get((node, object_id), [])
+        )
 
     def node_of(self, object_id: str) -> list[str]:
         """The nodes that hold something committed of the ID."""
@@ -368,7 +380,7 @@ class InMemoryObjectStorage:
         self._check_reachable(node)
         self.listings.append(node.name)
         held = sorted(
-            (object_id, record.stored)
+            (object_id, record.listed_at(self.clock))
             for (holder, object_id), records in self.records.items()
             if holder == node.name
             for record in records
@@ -389,7 +401,20 @@ class InMemoryObjectStorage:
         self._check_reachable(node)
         if node.name in self.marks_unreadable:
             raise NodeUnreachable(node.name, "its marks cannot be read (fake)")
-        return NodeMarks(self.marks_of(node.name), node.name in self.migrated)
+        ring = self.rings.get(node.name)
+        fresh = (
+            self.report_fresh
+            and not any(holder == node.name for holder, _ in self.records)
+            and node.name not in self.drain_marks
+            and ring is None
+        )
+        return NodeMarks(
+            self.marks_of(node.name),
+            node.name in self.migrated,
+            settled=ring[0] if ring is not None and ring[1] else None,
+            settling=ring[0] if ring is not None and not ring[1] else None,
+            fresh=fresh,
+        )
 
     def marks_of(self, name: str) -> DrainState | None:
         return self.drain_marks.get(name)
@@ -405,6 +430,14 @@ class InMemoryObjectStorage:
     async def mark_migrated(self, node: Node) -> None:
         self._check_reachable(node)
         self.migrated.add(node.name)
+
+    async def mark_ring(self, node: Node, fingerprint: str, *, settled: bool) -> None:
+        self._check_reachable(node)
+        self.rings[node.name] = (fingerprint, settled)
+
+    async def unmark_ring(self, node: Node) -> None:
+        self._check_reachable(node)
+        self.rings.pop(node.name, None)
 
     async def claims(self, node: Node, lease: str) -> list[LeaseClaim]:
         self._check_reachable(node)

@@ -31,6 +31,9 @@ class CommitGate:
         self._max_seconds = max_seconds
         self._monotonic = monotonic
         self._releases: list[Callable[[], None]] = []
+        # Released: the write is over (refused, or done); a body read to its end after that (its
+        # reader may outlive the write) takes no place in any cap.
+        self._released = False
 
     async def body(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         held: bytes | None = None
@@ -44,6 +47,8 @@ class CommitGate:
                 f"the upload took longer than the {self._max_seconds:g} s a write may take "
                 "(GATEWAY_MAX_WRITE_SECONDS)"
             )
+        if self._released:
+            return
         for node in self._targets:
             with contextlib.suppress(NodeUnavailable):
                 self._releases.append(self._access.hold(node))
@@ -51,6 +56,7 @@ class CommitGate:
             yield held
 
     def release(self) -> None:
+        self._released = True
         while self._releases:
             self._releases.pop()()
 

@@ -25,6 +25,7 @@ from application.reads import VersionReads
 from application.writes import Placed, VersionWrites, Written
 from domain.conditions import Preconditions, Verdict
 from domain.errors import GatewayError, PreconditionFailed, QuorumUnavailable
+from domain.node import Node
 from domain.object_id import ObjectId
 from domain.objects import (
     PENDING_ABANDONED_SECONDS,
@@ -37,6 +38,10 @@ from domain.objects import (
 from domain.versions import Version
 
 __all__ = ["ConditionalCounts", "ConditionalWrites"]
+
+# How long an answer waits for its pending records to be removed; slower removals go on alone.
+_CLEAR_WAIT_SECONDS = 1.0
+_LEFT_RUNNING: set[asyncio.Future[None]] = set()
 
 
 @dataclass
@@ -89,19 +94,31 @@ class ConditionalWrites:
                 # Frozen between the look and the promotion: a rival may since have taken this
                 # pending version for abandoned.
                 raise QuorumUnavailable("the conditional write took too long to be decided")
-            promoted = await self._promote(object_id, pending.placed)
+            promoted, placed = await self._promote(object_id, pending.placed)
+            # Data now: it must stay where a plain write's version may (a replica, not a node
+            # marked to be drained meanwhile), and W replicas must hold it, as for any write.
+            replicas, on_replicas = await self._writes.placement.settle(
+                object_id, pending.replicas, promoted, placed
+            )
         finally:
             await self._clear(object_id, pending.placed)
-        if len(promoted) < pending.quorum:
+        need = self._writes.placement.need(replicas)
+        if len(on_replicas) < need:
             raise QuorumUnavailable(
-                f"{len(promoted)} copies of the write became data, and {pending.quorum} must"
+                f"{len(on_replicas)} of this ID's replicas hold the write as data, and {need} must"
             )
         self._reads.upkeep.after_write(
-            object_id, [node for node, _ in promoted], pending.before, version
+            object_id, [node for node, _ in on_replicas], pending.before, version
         )
-        node, stored = promoted[0]
+        node, stored = on_replicas[0]
         return Written(
-            stored, node, promoted, created=live is None, before=before, quorum=pending.quorum
+            stored,
+            node,
+            on_replicas,
+            created=live is None,
+            replicas=replicas,
+            before=before,
+            quorum=need,
         )
 
     async def _rivals(
@@ -131,28 +148,51 @@ class ConditionalWrites:
                     return True
         return False
 
-    async def _promote(self, object_id: ObjectId, placed: list[Placed]) -> list[Placed]:
+    async def _promote(
+        self, object_id: ObjectId, placed: list[Placed]
+    ) -> tuple[list[Placed], list[Placed]]:
+        """The pending version made data on every node that holds it: where it became data, and
+        where it may stay there (its node not marked to be drained, by a fresh enough look)."""
         reads = self._reads
 
-        async def promote(node_and_pending: Placed) -> Placed | None:
+        async def promote(node_and_pending: Placed) -> tuple[Placed, bool] | None:
             node, stored = node_and_pending
             try:
                 promoted = await reads.access.call(
                     node, lambda: reads.storage.promote(node, object_id, stored)
                 )
+                stays = await reads.fleet.confirm_placed(node, self._monotonic())
             except GatewayError:
                 return None
-            return node, promoted
+            return (node, promoted), stays
 
-        done = await asyncio.gather(*(promote(one) for one in placed))
-        return [one for one in done if one is not None]
+        done = [one for one in await asyncio.gather(*(promote(p) for p in placed)) if one]
+        return [one for one, _ in done], [one for one, stays in done if stays]
 
     async def _clear(self, object_id: ObjectId, placed: list[Placed]) -> None:
-        """The pending records are of no use once decided, either way."""
-        reads = self._reads
-        for node, stored in placed:
+        """The pending records are of no use once decided, either way: removed before the answer
+        (once more on a failure), so that none is left to look like a rival to the next
+        conditional write; one still left is removed later."""
+        upkeep = self._reads.upkeep
+
+        async def clear(node: Node, stored: StoredVersion) -> None:
             pending = StoredVersion(stored.version, VersionKind.PENDING, stored.size, stored.etag)
-            reads.upkeep.remove_later(object_id, node, [pending])
+            for attempt in range(2):
+                try:
+                    await upkeep.remove(object_id, node, [pending])
+                except GatewayError:
+                    if attempt:
+                        upkeep.remove_later(object_id, node, [pending])
+                else:
+                    return
+
+        clearing = [asyncio.ensure_future(clear(node, stored)) for node, stored in placed]
+        if clearing:
+            # A node slow to answer does not hold the answer up: its removal goes on alone.
+            _, slow = await asyncio.wait(clearing, timeout=_CLEAR_WAIT_SECONDS)
+            for task in slow:
+                _LEFT_RUNNING.add(task)
+                task.add_done_callback(_LEFT_RUNNING.discard)
 
 
 def _served(stored: StoredVersion, content_type: str) -> ObjectInfo:

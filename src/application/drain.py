@@ -16,6 +16,7 @@ says the node is safe to remove.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -77,6 +78,8 @@ class Drain:
             raise NodeUnavailable(node.name, "a node that is not running cannot be drained")
         if node_name in writable:
             await self._marks.mark(node, DrainState.DRAINING, self._note(DrainState.DRAINING))
+            # The ring changes: the fleet is no longer settled (reads look further meanwhile).
+            await self._unsettle(membership)
         # Marked by now (by this run or an earlier one): the ack window counts from here.
         marked_at = self._monotonic()
         await self._propagate(node, DrainState.DRAINING, reporter)
@@ -98,6 +101,7 @@ class Drain:
                 # without a single request meeting it down.
                 await self._marks.mark(node, DrainState.DRAINED, self._note(DrainState.DRAINED))
                 await self._propagate(node, DrainState.DRAINED, reporter)
+                await self._rebalance().settle_ring(reporter)
                 return True
         return False
 
@@ -114,7 +118,15 @@ class Drain:
 
     async def undrain(self, node_name: str) -> None:
         await self._marks.unmark(await self._member(node_name))
+        # The ring changes back, but what was written meanwhile sits elsewhere until a rebalance.
+        await self._unsettle(await self._fleet.membership())
         await self._fleet.refresh_drain_marks()
+
+    async def _unsettle(self, membership: Membership) -> None:
+        for member in membership.nodes.values():
+            if member.is_up:
+                with contextlib.suppress(GatewayError):
+                    await self._marks.unmark_ring(member)
 
     async def _member(self, node_name: str) -> Node:
         membership = await self._fleet.membership()

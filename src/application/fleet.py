@@ -1,8 +1,9 @@
 """The fleet as this gateway knows it: members from discovery, marks from the nodes themselves.
 
-Discovery says which nodes exist and where; each node's own marks say whether it is being drained
-(and whether it still holds objects under the old layout). Both are read again and again; a view
-is replaced whole, and a view read earlier never replaces one read later.
+Discovery says which nodes exist and where; each node's own marks (``MarksView``) say whether it is
+being drained, whether it still holds objects under the old layout, and which ring a rebalance last
+found every ID placed by. Both are read again and again; a view is replaced whole, and a view read
+earlier never replaces one read later.
 
 A drain must never declare a node empty while a write there may still be acknowledged, whichever
 gateway took it and however slowly its body came. So a version a node committed counts as placed
@@ -10,6 +11,13 @@ there only if a read of the node's marks, sent at most ``ack_window_seconds`` be
 answered the write, found no drain mark (``confirm_placed``); a drain waits that long after marking
 before its last look at the node. Otherwise the version must be put elsewhere before the write is
 acknowledged.
+
+The fleet is *settled* when every member is marked with the fingerprint of the ring this gateway
+places IDs by: a rebalance found every ID's newest version on its replicas by that ring, and
+nothing has changed since. Then a read asks the ID's replicas and no one else. Any change of the
+ring (a node joins, leaves, drains, returns) unsettles it: the first gateway to see the change
+takes the marks away, and reads look where IDs sat before too, until a rebalance settles it again.
+A fleet found wholly empty (a new one) is settled at once.
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from application.marks_view import MarksView
 from application.membership import Membership
-from domain.errors import DiscoveryUnavailable, GatewayError, NodeUnavailable
-from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing
+from domain.errors import DiscoveryUnavailable, NodeUnavailable
+from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing, ring_fingerprint
 from domain.node import DrainState, Node, NodeMarks, NodeState
 from domain.object_id import ObjectId
 from domain.ports import NodeDiscovery, NodeMarking
@@ -32,6 +41,9 @@ from domain.ports import NodeDiscovery, NodeMarking
 __all__ = ["DiscoveryStatus", "Fleet", "Membership"]
 
 logger = logging.getLogger(__name__)
+# A gateway whose view of the ring differs from a node's mark asks discovery again, at most this
+# often (its view may be the stale one).
+_CATCH_UP_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +76,17 @@ class Fleet:
         first_wait_seconds: float = 5.0,
         marks_wait_seconds: float = 2.0,
         ack_window_seconds: float = 10.0,
+        replicas: int = 1,
         on_answer: Callable[[str], None] | None = None,
     ) -> None:
         self._discovery = discovery
-        self._marks = marks
-        # Told of each member that answered the periodic probe of its drain mark: a node that
-        # answers is reachable, so its breaker may close without waiting for a client's request
-        # (with replicas, a resting node gets none: reads and writes pass it over).
-        self._on_answer = on_answer
-        self._marks_wait_seconds = marks_wait_seconds
+        self.marks = MarksView(
+            marks, clock=clock, wait_seconds=marks_wait_seconds, on_answer=on_answer
+        )
         self.ack_window_seconds = ack_window_seconds
+        self._replicas = replicas
         self._virtual_nodes = virtual_nodes
-        # Each node's latest answered marks, and when that read was sent (this clock).
-        self._seen: dict[str, tuple[float, NodeMarks]] = {}
+        self._last_catch_up = -_CATCH_UP_SECONDS
         # Views are numbered as they start to be read; one read earlier never replaces a later.
         self._views_started = 0
         self._view_applied = 0
@@ -158,7 +168,7 @@ class Fleet:
         self._last_error = None
         self._last_success_at = self._clock()
         self._discovered = list(nodes)
-        await self._admit(nodes)
+        await self._admit(nodes, fresh_discovery=True)
 
     async def refresh_drain_marks(self) -> None:
         """Read the nodes' drain marks again (drains are marked on the nodes, which discovery does
@@ -167,7 +177,7 @@ class Fleet:
             return
         await self._admit(self._discovered)
 
-    async def _admit(self, nodes: Sequence[Node]) -> None:
+    async def _admit(self, nodes: Sequence[Node], *, fresh_discovery: bool = False) -> None:
         """The membership of ``nodes``: each with its drain mark; a node that joined the fleet
         since the first discovery only once it answers.
 
@@ -178,7 +188,7 @@ class Fleet:
         """
         self._views_started += 1
         view = self._views_started
-        drains, migrated, answered = await self._marks_among(nodes)
+        marks, answered = await self.marks.read_all(nodes)
         if view < self._view_applied:
             return  # a view read after this one is in place already
         self._view_applied = view
@@ -199,14 +209,16 @@ class Fleet:
             if node.name in self._admitted
         ]
         self._waiting &= {node.name for node in nodes} - self._admitted
-        if (
-            current is not None
-            and drains == _drains_of(current)
-            and migrated == current.migrated
-            and dict(current.nodes) == {node.name: node for node in members}
-        ):
-            return
-        self._membership = self._membership_of(members, drains, migrated)
+        membership = self._membership_of(members, marks)
+        if current is None or not _same(current, membership):
+            self._membership = membership
+        self.marks.keep_the_ring_honest(
+            self._membership or membership,
+            marks,
+            answered,
+            fresh_discovery=fresh_discovery,
+            then=self.refresh_drain_marks,
+        )
 
     @staticmethod
     def _until_it_answers(node: Node, current: Membership | None, answered: set[str]) -> Node:
@@ -224,75 +236,37 @@ class Fleet:
             return dataclasses.replace(node, state=NodeState.DOWN)
         return node
 
-    async def _marks_among(
-        self, nodes: Sequence[Node]
-    ) -> tuple[dict[str, DrainState], frozenset[str], set[str]]:
-        """The nodes marked to be drained and how far, the nodes known to hold nothing under the
-        old layout, and the nodes that answered. A node that cannot be asked keeps what it was
-        known to be (nothing, for a node not seen before): a node down takes no writes, and a
-        write on a node whose marks cannot be read is not acknowledged (``confirm_placed``)."""
-        current = self._membership
-        known = _drains_of(current) if current is not None else {}
-        answered: set[str] = set()
-
-        async def marks_of(node: Node) -> NodeMarks | None:
-            if not node.is_up:
-                return None
-            marks = await self._read_marks(node)
-            if marks is None:
-                return None
-            answered.add(node.name)
-            if self._on_answer is not None:
-                self._on_answer(node.name)
-            return marks
-
-        found = await asyncio.gather(*(marks_of(node) for node in nodes))
-        drains: dict[str, DrainState] = {}
-        migrated: set[str] = set()
-        for node, marks in zip(nodes, found, strict=True):
-            if marks is None:
-                if node.name in known:
-                    drains[node.name] = known[node.name]
-                if current is not None and node.name in current.migrated:
-                    migrated.add(node.name)
-                continue
-            if marks.drain is not None:
-                drains[node.name] = marks.drain
-            if marks.migrated:
-                migrated.add(node.name)
-        return drains, frozenset(migrated), answered
-
-    async def _read_marks(self, node: Node) -> NodeMarks | None:
-        """The node's marks now (None: it did not answer in time), remembered with when the
-        request was sent."""
-        sent = self._clock()
-        try:
-            async with asyncio.timeout(self._marks_wait_seconds):
-                marks = await self._marks.marks(node)
-        except (GatewayError, TimeoutError):
-            return None
-        seen = self._seen.get(node.name)
-        if seen is None or seen[0] <= sent:
-            self._seen[node.name] = (sent, marks)
-        return marks
-
     async def confirm_placed(self, node: Node, answered_at: float) -> bool:
         """Whether a version ``node`` committed (its answer came at ``answered_at``, this clock)
         stays there safely: a read of its marks sent at most ``ack_window_seconds`` before found
         no drain mark (a drain waits that long after marking before its last look, so the
         version is either seen and moved, or marked first). False when the node is marked: the
-        version must be put elsewhere. ``NodeUnavailable`` when its marks cannot be read."""
-        seen = self._seen.get(node.name)
-        if seen is not None and seen[1].drain is not None:
-            return False
-        if seen is not None and answered_at - seen[0] <= self.ack_window_seconds:
-            return True
-        marks = await self._read_marks(node)
-        if marks is None:
-            raise NodeUnavailable(
-                node.name, "its drain mark cannot be read, so a write there cannot be confirmed"
-            )
+        version must be put elsewhere. ``NodeUnavailable`` when its marks cannot be read.
+
+        A node marked with another ring than this gateway's makes it ask discovery again first:
+        its own view may be the stale one (the writer then compares the ID's replicas anew)."""
+        seen = self.marks.seen(node.name)
+        if seen is None or answered_at - seen[0] > self.ack_window_seconds:
+            if await self.marks.read(node) is None:
+                raise NodeUnavailable(
+                    node.name, "its drain mark cannot be read, so a write there cannot be confirmed"
+                )
+            seen = self.marks.seen(node.name)
+            assert seen is not None
+        marks = seen[1]
+        current = self._membership
+        if marks.ring is not None and current is not None and marks.ring != current.fingerprint:
+            await self._catch_up()
         return marks.drain is None
+
+    async def _catch_up(self) -> None:
+        """Ask discovery again, at most every ``_CATCH_UP_SECONDS``."""
+        now = self._clock()
+        if now - self._last_catch_up < _CATCH_UP_SECONDS:
+            return
+        self._last_catch_up = now
+        with contextlib.suppress(DiscoveryUnavailable):
+            await self.refresh()
 
     def record_failure(self, error: DiscoveryUnavailable) -> None:
         if error is self._last_error:
@@ -316,19 +290,20 @@ class Fleet:
             reconnects=self._reconnects,
         )
 
-    def _membership_of(
-        self,
-        nodes: Sequence[Node],
-        drains: Mapping[str, DrainState],
-        migrated: frozenset[str] = frozenset(),
-    ) -> Membership:
+    def _membership_of(self, nodes: Sequence[Node], marks: Mapping[str, NodeMarks]) -> Membership:
         by_name = {node.name: node for node in nodes}
+        drains = {
+            name: mark.drain
+            for name, mark in marks.items()
+            if name in by_name and mark.drain is not None
+        }
         draining = frozenset(n for n, s in drains.items() if s is DrainState.DRAINING)
         drained = frozenset(n for n, s in drains.items() if s is DrainState.DRAINED)
+        migrated = frozenset(n for n, mark in marks.items() if n in by_name and mark.migrated)
         previous = self._membership
         if previous is None or frozenset(previous.nodes) != frozenset(by_name):
             logger.info("storage fleet is now %s", sorted(by_name) or "empty")
-        if previous is None or _drains_of(previous) != dict(drains):
+        if previous is None or _drains_of(previous) != drains:
             for name, state in sorted(drains.items()):
                 logger.info("%s is %s", name, state.value)
         # The rings depend only on the names: they are rebuilt only when membership (or a drain)
@@ -337,13 +312,19 @@ class Fleet:
         reusable = [] if previous is None else [previous.ring, previous.write_ring]
         ring = self._ring_of(frozenset(by_name) - drained, reusable)
         write_ring = self._ring_of(ring.node_names - draining, [ring, *reusable])
+        fingerprint = ring_fingerprint(write_ring.node_names, self._replicas)
+        settled = bool(by_name) and all(
+            name in marks and marks[name].settled == fingerprint for name in by_name
+        )
         return Membership(
             nodes=by_name,
             ring=ring,
             write_ring=write_ring,
             draining=draining,
             drained=drained,
-            migrated=migrated & frozenset(by_name),
+            migrated=migrated,
+            fingerprint=fingerprint,
+            settled=settled,
         )
 
     def _ring_of(self, names: frozenset[str], reusable: list[HashRing]) -> HashRing:
@@ -351,6 +332,15 @@ class Fleet:
             if ring.node_names == names:
                 return ring
         return HashRing(names, self._virtual_nodes)
+
+
+def _same(one: Membership, other: Membership) -> bool:
+    return (
+        dict(one.nodes) == dict(other.nodes)
+        and _drains_of(one) == _drains_of(other)
+        and one.migrated == other.migrated
+        and one.settled == other.settled
+    )
 
 
 def _drains_of(membership: Membership) -> dict[str, DrainState]:

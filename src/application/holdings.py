@@ -50,11 +50,22 @@ class Current:
         """The current version unless it is a tombstone."""
         return None if self.newest is None or self.newest.deleted else self.newest
 
-    def holders(self) -> list[Node]:
-        """The nodes that hold the current version, replicas first."""
+    def holders(self) -> list[tuple[Node, StoredVersion]]:
+        """The nodes that hold the current version (as data or tombstone, not merely pending),
+        replicas first, each with its own record of it (under its own key, or the old layout's)."""
         newest = self.newest
         if newest is None:
             return []
-        return [
-            h.node for h in self.holdings if any(v.version == newest.version for v in h.versions)
-        ]
+        found = []
+        for holding in self.holdings:
+            record = next(
+                (
+                    v
+                    for v in holding.versions
+                    if v.version == newest.version and v.kind is newest.kind
+                ),
+                None,
+            )
+            if record is not None:
+                found.append((holding.node, record))
+        return found

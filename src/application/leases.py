@@ -50,23 +50,34 @@ class JobLease:
     async def held(self, job: str) -> AsyncIterator[None]:
         """Hold the lease while the block runs; ``JobInProgress`` when another holds it."""
         membership = await self._fleet.membership()
+        # A majority of the members: any two majorities share a node, on which the later claimant
+        # finds the earlier one's claim.
+        majority = len(membership.nodes) // 2 + 1
         nodes = [node for node in membership.nodes.values() if node.is_up]
-        if not nodes:
-            raise NoNodesAvailable("no storage node is up to hold the job's lease")
         claim = LeaseClaim(self._clock.next(), self._wall_clock() + self._ttl_ns)
         asked = self._monotonic()
         written = await self._write(nodes, claim)
-        if not written:
-            raise NoNodesAvailable("no storage node took the job's claim")
         try:
+            if len(written) < majority:
+                raise NoNodesAvailable(
+                    f"{len(written)} of the {len(membership.nodes)} nodes took the job's claim, "
+                    f"and a majority ({majority}) must"
+                )
             if self._monotonic() - asked > self._settle_seconds / 2:
                 # A claim this slow could appear after a rival's look, older than the rival's.
                 raise JobInProgress("the claim on the job's lease took too long to write; retry")
             await self._sleep(self._settle_seconds)
             claims: list[LeaseClaim] = []
-            for node in written:
+            answered = 0
+            for node in nodes:
                 with contextlib.suppress(GatewayError):
                     claims += await self._leases.claims(node, self._name)
+                    answered += 1
+            if answered < majority:
+                raise NoNodesAvailable(
+                    f"{answered} of the {len(membership.nodes)} nodes answered for the job's "
+                    f"lease, and a majority ({majority}) must"
+                )
             holder = holder_of(claims, self._wall_clock())
             if holder is None or holder.version != claim.version:
                 since = "" if holder is None else f" (since {holder.version})"

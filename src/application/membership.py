@@ -20,7 +20,8 @@ class Membership:
     ``ring`` places IDs on every member but the drained ones (which hold nothing): where an ID may
     sit. ``write_ring`` leaves the draining nodes out too: where writes go, so that a draining
     node takes no new object. ``migrated``: the members known to hold nothing under the layout
-    from before versions had keys of their own (reads there need not look for it).
+    from before versions had keys of their own (reads there need not look for it). ``settled``:
+    every ID's newest version is on its replicas by the write ring (reads look nowhere else).
     """
 
     nodes: Mapping[str, Node]
@@ -29,6 +30,10 @@ class Membership:
     draining: frozenset[str] = frozenset()
     drained: frozenset[str] = frozenset()
     migrated: frozenset[str] = frozenset()
+    # What places IDs now (domain.hash_ring.ring_fingerprint of the write ring), and whether every
+    # member is marked settled by it: a rebalance found every ID placed by it, and no change since.
+    fingerprint: str = ""
+    settled: bool = False
 
     def owner_of(self, object_id: ObjectId) -> Node:
         """The node that takes the ID's writes, and answers for it first."""

@@ -106,6 +106,26 @@ class Placement:
             return False
         return True
 
+    async def settle(
+        self,
+        object_id: ObjectId,
+        replicas: list[Node],
+        committed: list[Placed],
+        placed: list[Placed],
+    ) -> tuple[list[Node], list[Placed]]:
+        """Where a committed version may stay, as the ring is now: the ID's replicas, and those
+        of them that hold it. The ring may have changed while the body was coming (a node joined,
+        left, drained, came back: this gateway's view, possibly just refreshed on a node's mark);
+        a version short of its quorum there is copied to the replicas as they are now."""
+        now = (await self._fleet.membership()).write_walk(object_id, self._policy.replicas)
+        if [node.name for node in now] != [node.name for node in replicas]:
+            replicas = now
+        names = {node.name for node in replicas}
+        on_replicas = [(node, stored) for node, stored in placed if node.name in names]
+        if len(on_replicas) < self.need(replicas) and committed:
+            replicas, on_replicas = await self.rehome(object_id, committed, placed)
+        return replicas, on_replicas
+
     async def rehome(
         self, object_id: ObjectId, committed: list[Placed], placed: list[Placed]
     ) -> tuple[list[Node], list[Placed]]:

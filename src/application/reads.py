@@ -2,10 +2,10 @@
 
 A node keeps every version of an ID as a record of its own, so what it holds of the ID is one
 listing. The ID's current version is the newest committed version among the nodes asked: R of its
-replicas (its owner, with one copy per ID), and also the nodes the ID sat on before membership
-changed when a replica asked has nothing (one that joined since, or was replaced by an empty one)
-or when a node is being drained (it may hold a version newer than a replica's). No order of
-arrival can change the answer: versions decide, never which record a node wrote last.
+replicas (its owner, with one copy per ID), and, unless the fleet is settled (no change of the
+ring since a rebalance found every ID on its replicas), also the nodes the ID sat on before and any
+draining node (either may hold a version newer than a replica's). No order of arrival can change
+the answer: versions decide, never which record a node wrote last.
 
 On the way, a replica found holding an older version gets the newest copied to it (read repair),
 and a node holding older versions beside its newest has them removed: in the background, neither
@@ -120,13 +120,10 @@ class VersionReads:
         asked = {holding.node.name for holding in holdings}
         if older_than is not None:
             holdings = [holding.before(older_than) for holding in holdings]
-        if (
-            membership.draining
-            or answered < need
-            or any(holding.newest is None for holding in holdings)
-        ):
-            # A replica with nothing may be one that joined since the ID was written: the nodes
-            # it sat on before are asked too, and a draining node may hold a newer version.
+        if not membership.settled or answered < need:
+            # The ring changed since a rebalance last found every ID on its replicas (a node
+            # joined, left, drained or came back): the newest version may still sit where the
+            # ID was before, or on a draining node. Those nodes are asked too.
             others = [
                 node
                 for node in membership.preference_of(
@@ -203,8 +200,7 @@ class VersionReads:
                 return current, None
             try:
                 return current, await self._first_of(
-                    current.holders(),
-                    partial(_open, self.storage, object_id, live, byte_range),
+                    current.holders(), partial(_open, self.storage, object_id, byte_range)
                 )
             except ObjectNotFound:
                 self.counts.looked_again += 1
@@ -222,24 +218,28 @@ class VersionReads:
                 return current, None
             try:
                 return current, await self._first_of(
-                    current.holders(),
-                    partial(_head, self.storage, object_id, live),
+                    current.holders(), partial(_head, self.storage, object_id)
                 )
             except ObjectNotFound:
                 self.counts.looked_again += 1
         raise ObjectKeptChanging("the object's versions moved under every attempt to read them")
 
     async def _first_of(
-        self, nodes: list[Node], operation: Callable[[Node], Awaitable[_T]]
+        self,
+        holders: list[tuple[Node, StoredVersion]],
+        operation: Callable[[StoredVersion, Node], Awaitable[_T]],
     ) -> tuple[Node, _T]:
-        """``operation`` on the first of ``nodes`` that can be asked. ``ObjectNotFound`` as soon
-        as one no longer holds the version: the read then looks again, whole."""
+        """``operation`` on the first of ``holders`` that can be asked (each with its own record
+        of the version). ``ObjectNotFound`` when none holds it any more: the read then looks
+        again, whole."""
         failure: NodeUnavailable | None = None
-        for node in nodes:
+        for node, record in holders:
             try:
-                return node, await self.access.call(node, partial(operation, node))
+                return node, await self.access.call(node, partial(operation, record, node))
             except NodeUnavailable as exc:
                 failure = exc
+            except ObjectNotFound:
+                continue  # removed here since the listing: another holder may still have it
         if failure is not None:
             raise failure
         raise ObjectNotFound("no node holds the version any more")
@@ -248,8 +248,8 @@ class VersionReads:
 def _open(
     storage: ObjectStorage,
     object_id: ObjectId,
-    stored: StoredVersion,
     byte_range: ByteRange | None,
+    stored: StoredVersion,
     node: Node,
 ) -> Awaitable[StoredObject]:
     return storage.open(node, object_id, stored, byte_range)

@@ -11,9 +11,10 @@ it: memory is a page per node, whatever the number of objects. Each ID not in pl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -107,6 +108,10 @@ class RebalanceReporter(Protocol):
 
     def finished(self, summary: RebalanceSummary) -> None: ...
 
+    def ring(self, fingerprint: str, settled: bool) -> None:
+        """Whether the fleet is now marked settled by the ring of ``fingerprint``."""
+        ...
+
 
 class Rebalance:
     """A pass over every node: what is out of place, and (``execute``) putting it right.
@@ -126,8 +131,10 @@ class Rebalance:
         replicas: int = 1,
         tombstone_grace_seconds: float = DEFAULT_TOMBSTONE_GRACE_SECONDS,
         wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._fleet = fleet
+        self._sleep = sleep
         self._storage = storage
         self._marks = marks
         self._concurrency = max(1, concurrency)
@@ -198,6 +205,44 @@ class Rebalance:
         await self._record_migrated(membership, survey, legacy_seen, legacy_gone)
         reporter.finished(summary)
         return summary
+
+    async def settle_ring(self, reporter: RebalanceReporter) -> bool:
+        """After a pass that left everything in place: mark the fleet settled by the ring it has,
+        so that reads ask an ID's replicas and no one else. In two steps, as a drain: every
+        member is marked *settling* first (a gateway whose writes follow another ring then
+        looks again before it acknowledges one), and only once every write acknowledged on the
+        strength of an older look must have landed (the ack window) and a survey still finds
+        everything in place are they marked *settled*. False (and no mark) otherwise."""
+        membership = await self._fleet.membership()
+        fingerprint = membership.fingerprint
+        nodes = list(membership.nodes.values())
+        marking = self._marks
+        try:
+            if not nodes or not all(node.is_up for node in nodes):
+                reporter.ring(fingerprint, settled=False)
+                return False
+            if not membership.settled:
+                for node in nodes:
+                    await marking.mark_ring(node, fingerprint, settled=False)
+                await self._fleet.refresh_drain_marks()
+                await self._sleep(self._fleet.ack_window_seconds + 1)
+                survey = await self.survey()
+                now = await self._fleet.membership()
+                if not survey.complete or survey.misplaced or now.fingerprint != fingerprint:
+                    for node in nodes:
+                        with contextlib.suppress(GatewayError):
+                            await marking.unmark_ring(node)
+                    reporter.ring(fingerprint, settled=False)
+                    return False
+                for node in nodes:
+                    await marking.mark_ring(node, fingerprint, settled=True)
+                await self._fleet.refresh_drain_marks()
+            reporter.ring(fingerprint, settled=True)
+            return True
+        except GatewayError as exc:
+            logger.info("marking the fleet settled: %s", exc.detail)
+            reporter.ring(fingerprint, settled=False)
+            return False
 
     async def _step(
         self, object_id: ObjectId, held: Held, purge_allowed: bool

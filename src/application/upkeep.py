@@ -55,9 +55,10 @@ class Upkeep:
         ]
         holders = current.holders()
         if stale and holders:
+            source, record = holders[0]
             self.repairs.submit(
                 f"repair {current.object_id}",
-                partial(self._repair, current.object_id, holders[0], newest, stale),
+                partial(self._repair, current.object_id, source, record, stale),
             )
         now = self._wall_clock()
         for holding in current.holdings:

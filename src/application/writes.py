@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from application.bodies import CommitGate, gathered, single
 from application.fanout import Fanout
@@ -49,6 +49,7 @@ class Written:
     node: Node  # that replica (or the ID's first replica)
     placed: list[Placed]  # every node that holds it where it may stay
     created: bool  # nothing live was stored under the ID before it
+    replicas: list[Node] = field(default_factory=list)  # the ID's replicas as it was acknowledged
     before: Current | None = None  # what the ID held as the write began (None: unknown)
     quorum: int = 1  # copies an acknowledgement needs (W, or fewer when fewer nodes exist)
 
@@ -72,10 +73,10 @@ class VersionWrites:
         self._policy = reads.policy
         self._max_write_seconds = max_write_seconds
         self._monotonic = monotonic
-        self._placement = Placement(
+        self.placement = Placement(
             reads.fleet, reads.storage, reads.access, reads.policy, monotonic=monotonic
         )
-        self.counts = self._placement.counts
+        self.counts = self.placement.counts
         self._stragglers: set[asyncio.Future[Placed | _Unplaced]] = set()
 
     async def write(
@@ -100,7 +101,7 @@ class VersionWrites:
             # Read whole first: its nodes are then chosen when it is all here, not before.
             body = single(await gathered(body, length))
         membership = await self._fleet.membership()
-        replicas, targets = self._placement.targets(object_id, membership)
+        replicas, targets = self.placement.targets(object_id, membership)
         before = asyncio.ensure_future(
             self._reads.current(object_id, tolerant=True, repair=False, older_than=version)
             if ask_before
@@ -129,11 +130,11 @@ class VersionWrites:
                 for node, result in zip(targets, results, strict=True)
                 if isinstance(result, _Unplaced)
             ]
-            on_replicas = [(node, stored) for node, stored in placed if node in replicas]
-            if len(on_replicas) < self._placement.need(replicas) and len(committed) > len(placed):
-                replicas, on_replicas = await self._placement.rehome(object_id, committed, placed)
-                placed = on_replicas + [p for p in placed if p[0] not in replicas]
-            if len(on_replicas) < self._placement.need(replicas):
+            replicas, on_replicas = await self.placement.settle(
+                object_id, replicas, committed, placed
+            )
+            placed = on_replicas + [p for p in placed if p not in on_replicas]
+            if len(on_replicas) < self.placement.need(replicas):
                 raise self._refusal(results, replicas, len(on_replicas))
             try:
                 existing = await before
@@ -158,9 +159,10 @@ class VersionWrites:
             stored,
             node,
             placed,
+            replicas=replicas,
             created=prior is None or prior.deleted,
             before=existing,
-            quorum=self._placement.need(replicas),
+            quorum=self.placement.need(replicas),
         )
 
     async def _send(  # noqa: PLR0917 - one version, and where it goes
@@ -178,7 +180,7 @@ class VersionWrites:
         on a node marked meanwhile (``_Unplaced``), or raised (None: still going when W replicas
         held the write, which is then acknowledged)."""
         fanout = Fanout(body, len(targets))
-        need = self._placement.need(replicas)
+        need = self.placement.need(replicas)
         going = [node in replicas for node in targets]  # replicas still taking it
 
         async def one(index: int, node: Node) -> Placed | _Unplaced:
@@ -258,7 +260,7 @@ class VersionWrites:
         if self._policy.single and failures:
             return failures[0]  # the owner's own reason
         self.counts.quorum_refusals += 1
-        need = self._placement.need(replicas)
+        need = self.placement.need(replicas)
         return QuorumUnavailable(
             f"{on_replicas} of this ID's replicas took the write, and {need} must: "
             + "; ".join(str(failure) for failure in failures)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from domain.errors import NoNodesAvailable
 from domain.object_id import ObjectId
 
-__all__ = ["DEFAULT_VIRTUAL_NODES", "HashRing"]
+__all__ = ["DEFAULT_VIRTUAL_NODES", "HashRing", "ring_fingerprint"]
 
 # Chosen by measurement (tests/unit/test_hash_ring.py): random points balance slowly, and with fewer
 # than a few thousand per node the max/mean load of 3-16 nodes exceeds 1.05 (200 points: 1.16 for
@@ -101,3 +101,10 @@ class HashRing:
         size = len(self._positions)
         for offset in range(size):
             yield self._sorted_names[self._node_at[(start + offset) % size]]
+
+
+def ring_fingerprint(node_names: Iterable[str], replicas: int) -> str:
+    """What places IDs, in a few characters: the ring's node names and the copies per ID. Two
+    gateways with the same fingerprint place every ID on the same nodes."""
+    text = "\n".join(sorted(node_names)) + f"\nreplicas={replicas}"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -56,8 +56,18 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class NodeMarks:
-    """What a node's own marks say: whether it is being drained, and whether it is known to hold
-    nothing in the layout from before versions had keys of their own (``migrated``)."""
+    """What a node's own marks say: whether it is being drained; whether it is known to hold
+    nothing in the layout from before versions had keys of their own (``migrated``); the ring a
+    rebalance last found every ID placed by (``settled``: its fingerprint) or is checking
+    (``settling``); and whether the node holds nothing at all (``fresh``: no bucket)."""
 
     drain: DrainState | None = None
     migrated: bool = False
+    settled: str | None = None
+    settling: str | None = None
+    fresh: bool = False
+
+    @property
+    def ring(self) -> str | None:
+        """The fingerprint of a ring this node is marked with (settled or being settled)."""
+        return self.settled or self.settling

@@ -65,8 +65,9 @@ class StoredVersion:
     size: int
     etag: str
     legacy: bool = False
-    # When the node stored this record (its clock, Unix seconds; None: not known).
-    stored_at: float | None = field(default=None, compare=False)
+    # How long before it was listed the node stored this record, by the node's own clock (so a
+    # node whose clock is off still tells it right); None: not known.
+    age_seconds: float | None = field(default=None, compare=False)
 
     @property
     def committed(self) -> bool:
@@ -83,11 +84,13 @@ PENDING_ABANDONED_SECONDS = 300.0
 
 
 def abandoned(stored: StoredVersion, now: float) -> bool:
-    """Whether ``stored`` is a pending version no gateway will decide any more."""
+    """Whether ``stored`` is a pending version no gateway will decide any more: stored long ago
+    by the node's own clock (else, when its age is not known, begun long ago by ``now``)."""
     if stored.committed:
         return False
-    since = stored.stored_at if stored.stored_at is not None else stored.version.seconds
-    return now - since > PENDING_ABANDONED_SECONDS
+    if stored.age_seconds is not None:
+        return stored.age_seconds > PENDING_ABANDONED_SECONDS
+    return now - stored.version.seconds > 2 * PENDING_ABANDONED_SECONDS
 
 
 def newest_committed(versions: list[StoredVersion]) -> StoredVersion | None:

@@ -144,6 +144,15 @@ class NodeMarking(Protocol):
 
     async def mark_migrated(self, node: Node) -> None: ...
 
+    async def mark_ring(self, node: Node, fingerprint: str, *, settled: bool) -> None:
+        """Mark the node with the ring of ``fingerprint``: being settled, or settled (every ID
+        found placed by it); replaces any other ring mark."""
+        ...
+
+    async def unmark_ring(self, node: Node) -> None:
+        """Take the node's ring mark away (the fleet changed since)."""
+        ...
+
 
 class Leases(Protocol):
     """Claims on a named lease, kept on a node: who runs a job that must not overlap another,

@@ -512,6 +512,14 @@ class TerminalRenderer:
             f"not listed: {verdict}"
         )
 
+    def _on_ring(self, event: Event) -> None:
+        if event["settled"]:
+            self._console.print(
+                f"the fleet is settled (ring {event['fingerprint']}): reads ask replicas only"
+            )
+        else:
+            self._console.print("[red]the fleet could not be marked settled[/red]: run it again")
+
     def _on_marked(self, event: Event) -> None:
         self._console.print(f"{event['node']} is marked {event['state']}")
 

@@ -150,6 +150,7 @@ class Container(containers.DeclarativeContainer):
         virtual_nodes=settings.provided.virtual_nodes,
         first_wait_seconds=settings.provided.docker_timeout_seconds,
         ack_window_seconds=settings.provided.drain_ack_window_seconds,
+        replicas=settings.provided.replicas,
         on_answer=breakers.provided.record_success,
     )
     fleet_watcher = providers.Singleton(

@@ -117,7 +117,11 @@ class Stack:
         client = self.node_client(service)
         if not client.bucket_exists("objects"):
             return set()
-        return {obj.object_name or "" for obj in client.list_objects("objects")}
+        # Every version of an ID is kept under by-id/<ID>/ (README: What an operator sees).
+        return {
+            (obj.object_name or "").removeprefix("by-id/").rstrip("/")
+            for obj in client.list_objects("objects", prefix="by-id/")
+        }
 
 
 @pytest.fixture(scope="module", params=sorted(COMPOSE_COMMANDS))

@@ -48,9 +48,10 @@ class SwarmStack:
         return container
 
     def objects_on(self, service: str) -> set[str]:
-        # Both MinIO and the stand-in keep an object under its key in the bucket's directory.
-        result = self.task_container(service).exec_run(["ls", "/data/objects"])
-        assert result.exit_code == 0, result.output
+        # Both MinIO and the stand-in keep an ID's versions in a directory by-id/<ID>.
+        result = self.task_container(service).exec_run(["ls", "/data/objects/by-id"])
+        if result.exit_code != 0:
+            return set()  # nothing written there yet
         return set(result.output.decode().split())
 
     def scale(self, service: str, replicas: int) -> None:

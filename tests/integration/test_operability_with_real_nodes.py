@@ -36,7 +36,11 @@ def test_a_node_started_after_the_gateway_is_used_within_two_seconds() -> None:
             GatewayServer.for_marker(marker) as server,
             httpx.Client(base_url=server.base_url, timeout=30) as http,
         ):
-            assert len(http.get("/health/ready").json()["nodes"]) == 2
+            wait_for(
+                lambda: len(http.get("/health/ready").json()["nodes"]) == 2,
+                10,
+                "the gateway's first discovery",
+            )
             nodes.append(start_node(marker, 3))
             started = time.monotonic()
             wait_for(

@@ -106,7 +106,8 @@ class Cluster:
             (container,) = client.containers.list(
                 filters={"label": f"com.docker.swarm.service.name={self.stack}_{service}"}
             )
-            result = container.exec_run(["ls", "/data/objects"])
+            # Every version of an ID is kept in a directory by-id/<ID>.
+            result = container.exec_run(["ls", "/data/objects/by-id"])
         if result.exit_code != 0:
             return set()
         return set(result.output.decode().split())

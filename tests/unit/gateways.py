@@ -58,7 +58,7 @@ class Gateway:
             nodes=[make_node(f"node-{i}") for i in range(first_node, first_node + node_count)]
         )
         self.storage = storage or InMemoryObjectStorage()
-        self.fleet = Fleet(self.discovery, self.storage, virtual_nodes=RING_SIZE)
+        self.fleet = Fleet(self.discovery, self.storage, virtual_nodes=RING_SIZE, replicas=replicas)
         self.breakers = NodeBreakers(failure_threshold=breaker_threshold, cooldown_seconds=60)
         self.limits = InFlightLimits(max_per_node=max_per_node)
         self.access = NodeAccess(self.breakers, self.limits)
@@ -102,6 +102,15 @@ class Gateway:
             replicas=self.policy.replicas,
             **options,
         )
+
+    async def mark_settled(self) -> None:
+        """As a rebalance leaves the fleet when it found every ID in place: marked settled by
+        the ring it has now."""
+        await self.fleet.refresh()
+        membership = await self.fleet.membership()
+        for name in membership.nodes:
+            self.storage.rings[name] = (membership.fingerprint, True)
+        await self.fleet.refresh()
 
     async def read(self, raw_id: str) -> bytes:
         retrieved = await self.get(raw_id)

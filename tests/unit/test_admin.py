@@ -59,9 +59,12 @@ def test_a_rebalance_streams_its_steps_and_a_summary(admin: tuple[Harness, TestC
     misplaced = next(f"id{i}" for i in range(50) if owner(f"id{i}", names) != "node-1")
     harness.storage.store("node-1", misplaced, b"x")
     answer = events(client.post("/admin/rebalance"))
-    assert [event["event"] for event in answer] == ["survey", "step", "summary"]
+    assert [event["event"] for event in answer] == ["survey", "step", "summary", "ring"]
     assert answer[1]["outcome"] == "moved"
     assert answer[2]["everything_in_place"] is True
+    # Everything in place: the fleet is marked settled by its ring (reads ask replicas only).
+    assert answer[3]["settled"] is True
+    assert {ring for ring, _ in harness.storage.rings.values()} == {answer[3]["fingerprint"]}
     assert harness.storage.node_of(misplaced) == [owner(misplaced, names)]
     assert _follow(iter(answer), _Quiet()) == EXIT_OK
 

@@ -35,6 +35,7 @@ class RecordingReporter:
         self.steps: list[StepResult] = []
         self.summaries: list[RebalanceSummary] = []
         self.moves: list[tuple[str, list[str], str]] = []
+        self.rings: list[tuple[str, bool]] = []
 
     def surveyed(self, survey: Survey) -> None:
         pass
@@ -47,6 +48,9 @@ class RecordingReporter:
 
     def finished(self, summary: RebalanceSummary) -> None:
         self.summaries.append(summary)
+
+    def ring(self, fingerprint: str, settled: bool) -> None:
+        self.rings.append((fingerprint, settled))
 
 
 def owner(raw_id: str, names: Sequence[str] | None = None) -> str:

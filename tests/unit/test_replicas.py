@@ -152,6 +152,7 @@ def test_a_read_serves_the_newest_of_its_quorum_and_repairs_the_stale_replica() 
 
 def test_a_read_lists_r_replicas_at_once_then_opens_the_newest_version_on_one() -> None:
     gateway = ReplicatedGateway(node_count=3)
+    asyncio.run(gateway.mark_settled())
     asyncio.run(gateway.put("abc", body_of(b"x"), 1, None))
     first, second, _ = gateway.walk("abc")
     gateway.storage.requests.clear()

@@ -18,12 +18,19 @@ from adapters.s3.keys import (
 )
 from application.leases import JobLease
 from domain.conditions import EntityTags, Preconditions
-from domain.errors import JobInProgress, NodeUnavailable, PreconditionFailed, UploadTooSlow
+from domain.errors import (
+    JobInProgress,
+    NodeUnavailable,
+    ObjectNotFound,
+    PreconditionFailed,
+    UploadTooSlow,
+)
 from domain.leases import LeaseClaim, holder_of
 from domain.node import DrainState
 from domain.objects import VersionKind
 from domain.versions import Version
 from entrypoints.settings import Settings
+from tests.fakes import FakeNodeDiscovery, make_node
 from tests.unit.gateways import Gateway, body_of, v
 
 V1 = Version(1_700_000_000_000_000_000, "0123456789abcdef", 7)
@@ -214,7 +221,7 @@ def test_a_version_on_a_node_marked_meanwhile_is_copied_to_the_ids_replicas_befo
 
     async def scenario() -> None:
         await gateway.fleet.refresh()
-        gateway.fleet._seen.clear()
+        gateway.fleet.marks.forget()
         gateway.storage.before_commit = marked_meanwhile
         outcome = await gateway.put("abc", body_of(b"x"), 1, None)
         gateway.storage.before_commit = None
@@ -231,7 +238,7 @@ def test_a_write_on_a_node_whose_marks_cannot_be_read_is_not_acknowledged() -> N
 
     async def scenario() -> None:
         await gateway.fleet.refresh()
-        gateway.fleet._seen.clear()
+        gateway.fleet.marks.forget()
         gateway.storage.marks_unreadable.add(owner)
         with pytest.raises(NodeUnavailable, match="drain mark cannot be read"):
             await gateway.put("abc", body_of(b"x"), 1, None)
@@ -251,3 +258,105 @@ def test_older_versions_on_a_node_go_once_a_newer_one_is_committed_there() -> No
 
     asyncio.run(scenario())
     assert [s.version for s in gateway.storage.versions_of(owner, "abc")] == [v(10)]
+
+
+# -- a settled fleet -----------------------------------------------------------------------------
+
+
+def test_a_new_empty_fleet_is_settled_at_once_and_a_miss_asks_the_owner_alone() -> None:
+    gateway = Gateway(node_count=3)
+    gateway.storage.report_fresh = True
+
+    async def scenario() -> None:
+        await gateway.fleet.refresh()
+        for _ in range(20):  # the marks are written in the background
+            await asyncio.sleep(0.01)
+        assert (await gateway.fleet.membership()).settled
+        gateway.storage.requests.clear()
+        with pytest.raises(ObjectNotFound):
+            await gateway.get("nothing")
+        assert gateway.storage.requests == [f"LIST {gateway.owner('nothing')} nothing"]
+        outcome = await gateway.put("new", body_of(b"x"), 1, None)
+        assert outcome.created
+        assert [r for r in gateway.storage.requests if r.startswith("LIST")][-1:] == [
+            f"LIST {gateway.owner('new')} new"
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_a_node_joining_unsettles_the_fleet_until_a_rebalance_settles_it_again() -> None:
+    gateway = Gateway(node_count=3)
+    newcomer = "node-9"
+    names = [*gateway.names, newcomer]
+    moving = next(f"id{i}" for i in range(500) if gateway.walk(f"id{i}", names)[0] == newcomer)
+
+    async def scenario() -> None:
+        await gateway.mark_settled()
+        await gateway.put(moving, body_of(b"before"), None, None)
+        gateway.discovery.nodes.append(make_node(newcomer))
+        await gateway.fleet.refresh()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        membership = await gateway.fleet.membership()
+        assert not membership.settled
+        # Every mark of the old ring was taken away, so that no node brings it back.
+        assert gateway.storage.rings == {}
+        assert await gateway.read(moving) == b"before"  # found where it sat
+        reporter = Recording()
+        rebalance = gateway.rebalance(sleep=_no_sleep)
+        assert (await rebalance.execute(reporter)).everything_in_place
+        assert await rebalance.settle_ring(reporter)
+        assert (await gateway.fleet.membership()).settled
+        gateway.storage.requests.clear()
+        assert await gateway.read(moving) == b"before"
+        assert [r.split()[0] for r in gateway.storage.requests] == ["LIST", "GET"]
+
+    asyncio.run(scenario())
+
+
+def test_a_write_through_a_gateway_behind_the_fleet_lands_where_a_settled_read_looks() -> None:
+    """Gateway A sees a node join and settles the fleet by the new ring; gateway B has not seen
+    the node yet and writes to the ID's former owner. The node's ring mark tells B its view is
+    behind: it asks discovery again and puts the version on the ID's replicas as they are now
+    before it answers, so a read through A, which asks the new owner alone, finds it."""
+    first = Gateway(node_count=3)
+    behind = Gateway(
+        storage=first.storage, discovery=FakeNodeDiscovery(nodes=list(first.discovery.nodes))
+    )
+    newcomer = "node-9"
+    names = [*first.names, newcomer]
+    moving = next(f"id{i}" for i in range(500) if first.walk(f"id{i}", names)[0] == newcomer)
+
+    async def scenario() -> None:
+        await behind.fleet.refresh()
+        first.discovery.nodes.append(make_node(newcomer))
+        await first.mark_settled()  # A: the new ring, settled
+        assert (await first.fleet.membership()).settled
+        behind.fleet.marks.forget()  # B's last look at the marks is too old to count
+        await behind.put(moving, body_of(b"through B"), 9, None)
+        assert first.storage.versions_of(newcomer, moving), "not on the ID's new owner"
+        assert await first.read(moving) == b"through B"
+
+    behind.discovery.nodes = first.discovery.nodes  # one Docker daemon: B learns when it asks
+    asyncio.run(scenario())
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.rings: list[tuple[str, bool]] = []
+
+    def surveyed(self, _: object) -> None: ...
+
+    def planned_move(self, *_: object) -> None: ...
+
+    def step(self, _: object) -> None: ...
+
+    def finished(self, _: object) -> None: ...
+
+    def ring(self, fingerprint: str, settled: bool) -> None:
+        self.rings.append((fingerprint, settled))
+
+
+async def _no_sleep(_: float) -> None:
+    await asyncio.sleep(0)

@@ -7,6 +7,8 @@
                                     keys of their own (read until ``repair`` moves it)
     .gateway/draining               the node's drain mark (its state in the metadata)
     .gateway/migrated               present once the node holds nothing under <ID> keys
+    .gateway/ring-<fp>.settled      every ID was found placed by the ring <fp> (no change since)
+    .gateway/ring-<fp>.settling     a rebalance is checking that
     .gateway/leases/<name>/<version>.<expiry>   a claim on a job's lease
 
 A version's text sorts as the version does, so a listing of ``by-id/<ID>/`` returns the ID's
@@ -27,12 +29,15 @@ __all__ = [
     "LEASES_PREFIX",
     "MARKS_PREFIX",
     "MIGRATED_MARK_KEY",
+    "RING_MARK_PREFIX",
     "VERSIONS_PREFIX",
     "after_every_version_of",
     "claim_key",
     "claim_of",
     "id_prefix",
     "legacy_key",
+    "ring_key",
+    "ring_of",
     "version_key",
     "version_of",
 ]
@@ -42,6 +47,7 @@ MARKS_PREFIX = ".gateway/"
 DRAIN_MARK_KEY = ".gateway/draining"
 MIGRATED_MARK_KEY = ".gateway/migrated"
 LEASES_PREFIX = ".gateway/leases/"
+RING_MARK_PREFIX = ".gateway/ring-"
 _KINDS = {kind.value: kind for kind in VersionKind}
 
 
@@ -88,3 +94,17 @@ def claim_of(key: str) -> LeaseClaim | None:
     if version is None or not expires.isdigit():
         return None
     return LeaseClaim(version, int(expires))
+
+
+def ring_key(fingerprint: str, *, settled: bool) -> str:
+    return f"{RING_MARK_PREFIX}{fingerprint}.{'settled' if settled else 'settling'}"
+
+
+def ring_of(key: str) -> tuple[str, bool] | None:
+    """(fingerprint, settled) of a ring mark's key; None for any other key."""
+    if not key.startswith(RING_MARK_PREFIX):
+        return None
+    fingerprint, _, state = key[len(RING_MARK_PREFIX) :].partition(".")
+    if state not in ("settled", "settling") or not fingerprint:
+        return None
+    return fingerprint, state == "settled"

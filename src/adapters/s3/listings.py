@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 from minio.datatypes import Object as S3Object
 from minio.xml import findall, findtext
@@ -29,6 +30,8 @@ class Listed:
     size: int
     etag: str
     last_modified: datetime | None
+    # How long before the listing the key was written, by the node's clock (its Date header).
+    age_seconds: float | None = None
 
 
 async def list_keys(
@@ -62,6 +65,7 @@ async def list_keys(
             if response.status != 200:
                 await raise_for(node, response, settings.first_byte_timeout_seconds)
             document = await read_document(node, response, timeout)
+            listed_at = _http_date(response.headers.get("Date"))
         try:
             element = ET.fromstring(document)  # noqa: S314 - a node's own answer
             page = [
@@ -72,12 +76,25 @@ async def list_keys(
                 node.name, f"it answered a listing it cannot read ({exc})"
             ) from exc
         for listed in page:
+            modified = listed.last_modified
             yield Listed(
                 key=listed.object_name or "",
                 size=listed.size or 0,
                 etag=unquoted_etag(listed.etag or ""),
-                last_modified=listed.last_modified,
+                last_modified=modified,
+                age_seconds=None
+                if listed_at is None or modified is None
+                else (listed_at - modified).total_seconds(),
             )
         token = findtext(element, "NextContinuationToken")
         if (findtext(element, "IsTruncated") or "").lower() != "true" or not token:
             return
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None

@@ -10,8 +10,11 @@ from adapters.s3.keys import (
     LEASES_PREFIX,
     MARKS_PREFIX,
     MIGRATED_MARK_KEY,
+    RING_MARK_PREFIX,
     claim_key,
     claim_of,
+    ring_key,
+    ring_of,
 )
 from adapters.s3.listings import list_keys
 from adapters.s3.responses import raise_for
@@ -35,15 +38,23 @@ class NodeMarksOnS3:
         drain: DrainState | None = None
         migrated = False
         listed_any = False
+        rings: list[tuple[str, bool]] = []
         async for listed in list_keys(self._transport, node, prefix=MARKS_PREFIX, delimiter="/"):
             listed_any = True
-            if listed.key == MIGRATED_MARK_KEY:
+            ring = ring_of(listed.key)
+            if ring is not None:
+                rings.append(ring)
+            elif listed.key == MIGRATED_MARK_KEY:
                 migrated = True
             elif listed.key == DRAIN_MARK_KEY:
                 drain = await self._drain_state(node)
         if not listed_any and not await self._has_bucket(node):
-            return NodeMarks(migrated=True)  # no bucket: nothing in any layout
-        return NodeMarks(drain, migrated)
+            # No bucket: nothing in any layout.
+            return NodeMarks(migrated=True, fresh=True)
+        # Two ring marks at once (a rebalance replacing one) say nothing for sure.
+        settled = rings[0][0] if len(rings) == 1 and rings[0][1] else None
+        settling = rings[0][0] if len(rings) == 1 and not rings[0][1] else None
+        return NodeMarks(drain, migrated, settled, settling)
 
     async def _has_bucket(self, node: Node) -> bool:
         response = await self._transport.request(node, "HEAD", None)
@@ -73,6 +84,23 @@ class NodeMarksOnS3:
 
     async def mark_migrated(self, node: Node) -> None:
         await self._put_mark(node, MIGRATED_MARK_KEY, "no object under the layout before 2026-12")
+
+    async def mark_ring(self, node: Node, fingerprint: str, *, settled: bool) -> None:
+        key = ring_key(fingerprint, settled=settled)
+        await self._put_mark(node, key, "")
+        await self._remove_rings(node, keep=key)
+
+    async def unmark_ring(self, node: Node) -> None:
+        await self._remove_rings(node, keep=None)
+
+    async def _remove_rings(self, node: Node, keep: str | None) -> None:
+        stale = [
+            listed.key
+            async for listed in list_keys(self._transport, node, prefix=RING_MARK_PREFIX)
+            if listed.key != keep
+        ]
+        for key in stale:
+            await self._delete_key(node, key)
 
     async def _put_mark(
         self, node: Node, key: str, note: str, headers: dict[str, str] | None = None

@@ -23,7 +23,7 @@ from adapters.s3.keys import (
     version_key,
     version_of,
 )
-from adapters.s3.listings import Listed, list_keys
+from adapters.s3.listings import list_keys
 from adapters.s3.marks import NodeMarksOnS3
 from adapters.s3.multipart import MultipartUploads
 from adapters.s3.responses import (
@@ -102,7 +102,11 @@ class MinioObjectStorage(NodeMarksOnS3):
             if parsed is not None and parsed[0] == raw_id:
                 found.append(
                     StoredVersion(
-                        parsed[1], parsed[2], listed.size, listed.etag, stored_at=_seconds(listed)
+                        parsed[1],
+                        parsed[2],
+                        listed.size,
+                        listed.etag,
+                        age_seconds=listed.age_seconds,
                     )
                 )
         return found
@@ -260,10 +264,6 @@ class MinioObjectStorage(NodeMarksOnS3):
         async with response:
             if response.status not in (200, 204, 404):
                 await raise_for(node, response, self._settings.first_byte_timeout_seconds)
-
-
-def _seconds(listed: Listed) -> float | None:
-    return None if listed.last_modified is None else listed.last_modified.timestamp()
 
 
 def _key_of(object_id: ObjectId, stored: StoredVersion) -> str:

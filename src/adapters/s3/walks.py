@@ -57,10 +57,11 @@ async def _walk_versions(
         parsed = version_of(listed.key)
         if parsed is not None:
             raw_id, version, kind = parsed
-            stored_at = None if listed.last_modified is None else listed.last_modified.timestamp()
             yield (
                 raw_id,
-                StoredVersion(version, kind, listed.size, listed.etag, stored_at=stored_at),
+                StoredVersion(
+                    version, kind, listed.size, listed.etag, age_seconds=listed.age_seconds
+                ),
             )
 
 

@@ -93,6 +93,9 @@ class _Events:
             everything_in_place=summary.everything_in_place,
         )
 
+    def ring(self, fingerprint: str, settled: bool) -> None:
+        self.emit("ring", fingerprint=fingerprint, settled=settled)
+
     def marked(self, node: str, state: str) -> None:
         self.emit("marked", node=node, state=state)
 
@@ -126,8 +129,9 @@ class AdminJobs:
             events.surveyed(survey)
             if dry_run:
                 events.emit("dry_run", would_move=survey.misplaced, complete=survey.complete)
-            else:
-                await rebalance.execute(events)
+            elif (await rebalance.execute(events)).everything_in_place:
+                # Everything in place: reads may look nowhere but an ID's replicas.
+                await rebalance.settle_ring(events)
 
         # A dry run changes nothing: it needs no lease.
         return self._run("rebalance", job, exclusive=not dry_run)
