@@ -3,8 +3,11 @@
 Unit tests use none of them (they have their own in tests/unit/conftest.py).
 """
 
+import json
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 # The reaper image cannot be pulled on machines without a registry; fixtures clean up themselves.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -22,6 +25,21 @@ from tests.integration.support import (
 )
 
 _FIGURES: dict[str, str] = {}
+# With the suite spread over processes (pytest-xdist), each writes what it measured here, and the
+# process that reports gathers it.
+_FIGURES_DIR = "GATEWAY_TEST_FIGURES_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and _FIGURES_DIR not in os.environ:
+        os.environ[_FIGURES_DIR] = tempfile.mkdtemp(prefix="gateway-figures-")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    folder = os.environ.get(_FIGURES_DIR)
+    worker = getattr(session.config, "workerinput", {}).get("workerid")
+    if folder and worker and _FIGURES:
+        Path(folder, f"{worker}.json").write_text(json.dumps(_FIGURES))
 
 
 @pytest.fixture
@@ -31,9 +49,14 @@ def figures() -> dict[str, str]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _FIGURES:
+    gathered = dict(_FIGURES)
+    folder = os.environ.get(_FIGURES_DIR)
+    if folder:
+        for measured in sorted(Path(folder).glob("*.json")):
+            gathered.update(json.loads(measured.read_text()))
+    if gathered:
         terminalreporter.section("figures")
-        for name, value in sorted(_FIGURES.items()):
+        for name, value in sorted(gathered.items()):
             terminalreporter.write_line(f"{name}: {value}")
 
 

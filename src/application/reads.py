@@ -132,8 +132,14 @@ class VersionReads:
                 if node.name not in asked
             ]
             # With one copy per ID, a node that may hold it and cannot be asked makes a miss
-            # unknowable (503, not 404); with replicas, the quorum has answered for the ID.
-            strict = self.policy.single and not tolerant
+            # unknowable (503, not 404); the owner's own version is served rather than a 503
+            # for a node further along that cannot be asked (a node down must cost no more than
+            # its own IDs). With replicas, the quorum has answered for the ID.
+            strict = (
+                self.policy.single
+                and not tolerant
+                and all(holding.newest is None for holding in holdings)
+            )
             found = await self.holdings(object_id, others, membership, strict=strict)
             if older_than is not None:
                 found = [holding.before(older_than) for holding in found]
