@@ -51,10 +51,23 @@ class NodeMarksOnS3:
         if not listed_any and not await self._has_bucket(node):
             # No bucket: nothing in any layout.
             return NodeMarks(migrated=True, fresh=True)
+        if not migrated and not await self._holds_legacy_keys(node):
+            # A bucket made by hand (or by a tool) before any gateway wrote to it: nothing of the
+            # old layout to look for, so reads need not ask for it until a repair says so.
+            await self.mark_migrated(node)
+            migrated = True
         # Two ring marks at once (a rebalance replacing one) say nothing for sure.
         settled = rings[0][0] if len(rings) == 1 and rings[0][1] else None
         settling = rings[0][0] if len(rings) == 1 and not rings[0][1] else None
         return NodeMarks(drain, migrated, settled, settling)
+
+    async def _holds_legacy_keys(self, node: Node) -> bool:
+        """Whether any key sits at the bucket's top, where the layout before versions had keys of
+        their own kept objects (the marks and versions are in folders, which the node skips)."""
+        async for listed in list_keys(self._transport, node, delimiter="/"):
+            if not listed.key.startswith("."):
+                return True
+        return False
 
     async def _has_bucket(self, node: Node) -> bool:
         response = await self._transport.request(node, "HEAD", None)
