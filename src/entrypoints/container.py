@@ -34,7 +34,7 @@ from entrypoints.http.admin import AdminJobs
 from entrypoints.http.asgi import MinDataRate
 from entrypoints.http.objects import ObjectApi, ObjectUseCases
 from entrypoints.lifespan import GatewayLifespan
-from entrypoints.observability.metrics import GatewayMetrics
+from entrypoints.observability.metrics import GatewayMetrics, multiprocess_dir
 from entrypoints.observability.tracing import tracer_from_environ
 from entrypoints.settings import Settings
 
@@ -232,6 +232,7 @@ class Container(containers.DeclarativeContainer):
         reads=reads,
         writes=writes,
         conditional=conditional_writes,
+        multiprocess_dir=providers.Callable(multiprocess_dir),
     )
     readiness = providers.Callable(
         check_readiness,
@@ -284,4 +285,5 @@ class Container(containers.DeclarativeContainer):
         writes=writes,
         release_resources=__self__.provided.shutdown_resources,
         access=access_control,
+        metrics=metrics,
     )

@@ -11,6 +11,7 @@ from application.background import Background
 from application.fleet_watcher import FleetWatcher
 from application.writes import VersionWrites
 from domain.ports import ObjectStorage
+from entrypoints.observability.metrics import GatewayMetrics
 
 __all__ = ["GatewayLifespan"]
 
@@ -30,6 +31,7 @@ class GatewayLifespan:
         release_resources: Callable[[], object],
         *,
         access: AccessControl | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._watcher = watcher
         self._storage = storage
@@ -37,6 +39,7 @@ class GatewayLifespan:
         self._writes = writes
         self._release_resources = release_resources
         self._access = access
+        self._metrics = metrics
 
     @contextlib.asynccontextmanager
     async def __call__(self, _: object) -> AsyncIterator[None]:
@@ -44,6 +47,9 @@ class GatewayLifespan:
         if self._access is not None:
             # With auth on: the tokens file's changes take effect without a restart.
             tasks.append(asyncio.create_task(self._access.follow(), name="tokens-file"))
+        if self._metrics is not None and self._metrics.several_processes:
+            # Every process's counts, in the one answer any of them gives to /metrics.
+            tasks.append(asyncio.create_task(self._metrics.keep_publishing(), name="metrics"))
         try:
             yield
         finally:

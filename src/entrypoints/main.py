@@ -4,17 +4,27 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
+import shutil
 import socket
 import sys
+import tempfile
 from typing import Any
 
 import uvicorn
+from dependency_injector import providers
 
 from domain.sizes import KiB
+from entrypoints.container import Container
 from entrypoints.edge import EdgeLimits, guarded_protocol, raise_file_limit
 from entrypoints.http.app import create_app
 from entrypoints.observability.log_output import BatchedLineHandler, JsonLogFormatter
+from entrypoints.observability.metrics import (
+    MULTIPROCESS_DIR_VARIABLE,
+    use_multiprocess_metrics_if_asked,
+)
 from entrypoints.settings import Settings
+from entrypoints.workers import supervise
 
 __all__ = ["serve"]
 
@@ -97,28 +107,52 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve() -> None:
-    """Run the gateway with uvicorn (``object-gateway`` without a command)."""
+    """Run the gateway with uvicorn (``object-gateway`` without a command): one process, or
+    ``GATEWAY_WORKERS`` worker processes on the same listening sockets."""
     return_large_buffers_to_the_os()
     settings = Settings.from_environ()
+    count = settings.worker_count
+    configure_logging(settings, several_processes=count > 1)
+    sockets = listening_sockets(settings)
+    if count == 1:
+        run_worker(settings, sockets)
+        return
+    # One /metrics answer for all of them: each process writes its counters where every other
+    # can read them (prometheus_client's multiprocess mode).
+    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = metrics_dir
+    try:
+        status = supervise(count, lambda _: run_worker(settings.per_worker(count), sockets))
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    sys.exit(status)
+
+
+def configure_logging(settings: Settings, *, several_processes: bool) -> None:
     handler: logging.Handler = (
-        BatchedLineHandler(sys.stderr, settings.log_flush_seconds)
+        BatchedLineHandler(
+            sys.stderr, settings.log_flush_seconds, whole_lines_per_write=several_processes
+        )
         if settings.log_flush_seconds > 0
         else logging.StreamHandler()
     )
-    handler.setFormatter(JsonLogFormatter())
+    handler.setFormatter(JsonLogFormatter(with_process=several_processes))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     log_cheaply()
-    sockets = listening_sockets(settings)
-    app = create_app()
+
+
+def run_worker(settings: Settings, sockets: list[socket.socket]) -> None:
+    """One gateway process on ``sockets``, with ``settings`` (its share of the budgets)."""
+    use_multiprocess_metrics_if_asked()
+    container = Container()
+    container.settings.override(providers.Object(settings))
+    app = create_app(container)
     keep_garbage_collection_off_the_request_path()
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        # One process: the upload memory budget, the fleet view, the breakers, the write turns and
-        # the metrics are all per process; several workers would each keep their own.
-        workers=1,
         **server_options(settings),
     )
     uvicorn.Server(config).run(sockets=sockets)

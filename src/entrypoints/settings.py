@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from application.reads import DEFAULT_FALLBACK_NODES
 from application.rebalance import DEFAULT_TOMBSTONE_GRACE_SECONDS
@@ -28,6 +31,10 @@ class Settings:
 
     host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container must listen on every interface
     port: int = 3000
+    # Worker processes serving the port (0: one per core this process may use: its CPU affinity,
+    # and its container's CPU limit). Each is a whole gateway; the budgets and caps below are the
+    # gateway's, split between them.
+    workers: int = 0
     # The admin API (rebalance, drain): its own listener, on loopback by default, so that only a
     # process beside the gateway (``docker compose exec gateway object-gateway ...``) reaches it.
     # 0 turns it off.
@@ -156,6 +163,8 @@ class Settings:
             raise ValueError(
                 f"{env_variable('node_ca_file')}={self.node_ca_file!r} is not a readable file"
             )
+        if self.workers < 0:
+            raise ValueError(f"{env_variable('workers')} must be 0 (one per core) or more")
         if self.discovery not in DISCOVERY_KINDS:
             raise ValueError(
                 f"{env_variable('discovery')}={self.discovery!r} is not one of "
@@ -169,6 +178,24 @@ class Settings:
     @property
     def replicated(self) -> bool:
         return self.replicas > 1
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes serve: ``workers``, or one per core it may run on."""
+        return self.workers if self.workers > 0 else cores_available()
+
+    def per_worker(self, count: int) -> Settings:
+        """These settings for one of ``count`` workers: the memory and disk budgets and each
+        node's cap of requests split between them, so that together they keep the gateway's."""
+        if count <= 1:
+            return self
+        return dataclasses.replace(
+            self,
+            upload_buffer_bytes=max(self.part_size_bytes, self.upload_buffer_bytes // count),
+            upload_spool_bytes=self.upload_spool_bytes // count,
+            node_max_in_flight=max(1, self.node_max_in_flight // count),
+            max_connections=max(1, self.max_connections // count),
+        )
 
     @property
     def drain_ack_window_seconds(self) -> float:
@@ -200,6 +227,22 @@ class Settings:
             if raw:
                 values[field.name] = _parse(variable, raw, types[field.name])
         return cls(**values)  # type: ignore[arg-type]
+
+
+# cgroup v2: "<quota> <period>" in microseconds, or "max <period>" without a limit.
+_CPU_LIMIT_FILE = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cores_available(cpu_limit_file: Path = _CPU_LIMIT_FILE) -> int:
+    """The cores this process may use: those it may run on, fewer if its container's CPU limit
+    (``docker run --cpus``, a service's ``cpus:``) allows fewer; rounded up."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_limit_file.read_text().split()
+        limit = math.ceil(int(quota) / int(period))
+    except (OSError, ValueError, ZeroDivisionError):  # no cgroup v2 file, or "max": no limit
+        return cores
+    return max(1, min(cores, limit))
 
 
 def env_variable(field_name: str) -> str:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -323,6 +324,72 @@ class GatewayServer:
         lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
         assert lines, done.stderr
         return done.returncode, lines
+
+
+class GatewayProcess:
+    """``object-gateway`` as operators run it, on loopback ports of its own."""
+
+    def __init__(
+        self, marker: str, workdir: Path, replicas: int = 1, workers: int = 1, **settings: str
+    ) -> None:
+        self.port, self.admin_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        env = dict(
+            os.environ,
+            GATEWAY_HOST="127.0.0.1",
+            GATEWAY_PORT=str(self.port),
+            GATEWAY_ADMIN_PORT=str(self.admin_port),
+            GATEWAY_NODE_NAME_MARKER=marker,
+            GATEWAY_DRAIN_CHECK_SECONDS="1",
+            GATEWAY_REPLICAS=str(replicas),
+            GATEWAY_WORKERS=str(workers),
+            **settings,
+        )
+        self.log = (workdir / "gateway.log").open("wb")
+        self.process = subprocess.Popen([str(OBJECT_GATEWAY)], env=env, stderr=self.log)
+        wait_for(
+            lambda: urllib.request.urlopen(f"{self.url}/health/ready", timeout=2).status == 200,
+            30,
+            "the gateway",
+            ignoring=(OSError,),
+        )
+
+    def workers(self) -> list[int]:
+        """The worker processes' IDs (none: the gateway is one process)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def rss_by_process_mib(self) -> list[float]:
+        sizes = []
+        for pid in [self.process.pid, *self.workers()]:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:  # a worker replaced meanwhile
+                continue
+            line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+            sizes.append(int(line.split()[1]) / 1024)
+        return sizes
+
+    def command(self, *arguments: str, timeout: float = 600) -> tuple[int, list[dict[str, object]]]:
+        done = subprocess.run(
+            [str(OBJECT_GATEWAY), *arguments],
+            env=dict(os.environ, GATEWAY_ADMIN_URL=self.admin_url, GATEWAY_DRAIN_CHECK_SECONDS="1"),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        return done.returncode, lines
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
 
 
 def _loopback_listener() -> socket.socket:

@@ -40,12 +40,11 @@ import httpx
 
 from domain.hash_ring import DEFAULT_VIRTUAL_NODES, HashRing
 from domain.object_id import ObjectId
-from tests.integration.support import StorageNode, wait_for
+from tests.integration.support import GatewayProcess, StorageNode, wait_for
 from tests.reliability.soak import (
     Client,
     Figures,
     Fleet,
-    GatewayProcess,
     KiB,
     SickWindows,
     check,
@@ -221,6 +220,7 @@ def multisoak(
     *,
     gateways: int = 2,
     replicas: int = 1,
+    workers: int = 1,
     roaming: int = 4,
     racers: int = 4,
     shared_ids: int = 10,
@@ -244,6 +244,7 @@ def multisoak(
                     fleet.marker,
                     folder,
                     replicas,
+                    workers,
                     GATEWAY_NODE_FIRST_BYTE_TIMEOUT_SECONDS=_FIRST_BYTE_SECONDS,
                 )
             )
@@ -282,11 +283,10 @@ def multisoak(
 
 
 def _sample_rss(processes: list[GatewayProcess], figures: Figures, stop: threading.Event) -> None:
-    """The largest gateway process's resident memory."""
     while not stop.wait(0.5):
         for process in processes:
             with contextlib.suppress(OSError, StopIteration):
-                figures.peak_rss_mib = max(figures.peak_rss_mib, process.rss_mib())
+                figures.sample_rss(process)
 
 
 def _change_the_fleet(
@@ -491,8 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=90, help="seconds of load")
     parser.add_argument("--gateways", type=int, default=2)
     parser.add_argument("--replicas", type=int, default=1, help="GATEWAY_REPLICAS")
+    parser.add_argument("--workers", type=int, default=1, help="GATEWAY_WORKERS of each gateway")
     args = parser.parse_args(argv)
-    figures = multisoak(args.duration, gateways=args.gateways, replicas=args.replicas)
+    figures = multisoak(
+        args.duration, gateways=args.gateways, replicas=args.replicas, workers=args.workers
+    )
     for event in figures.events:
         print(event)
     shown = Counter[str]()

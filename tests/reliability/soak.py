@@ -24,15 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,9 +37,8 @@ from pathlib import Path
 import httpx
 
 from tests.integration.support import (
-    OBJECT_GATEWAY,
+    GatewayProcess,
     StorageNode,
-    free_port,
     new_run_marker,
     start_node,
     wait_for,
@@ -89,7 +84,8 @@ class Figures:
     violations: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     excused: set[str] = field(default_factory=set)
-    peak_rss_mib: float = 0.0
+    peak_rss_mib: float = 0.0  # of one gateway's processes together
+    peak_process_rss_mib: float = 0.0  # of its largest process (a worker's, with several)
     ids: int = 0
     sick_503: int = 0
 
@@ -101,8 +97,14 @@ class Figures:
             f"{len(self.events)} fleet events; violations: {len(self.violations)}"
             f"{' ' + dict(kinds).__repr__() if kinds else ''}; 503 while a node was sick: "
             f"{self.sick_503}; IDs excused by a kill: {len(self.excused)}; "
-            f"gateway peak RSS {self.peak_rss_mib:.0f} MiB"
+            f"gateway peak RSS {self.peak_rss_mib:.0f} MiB "
+            f"(largest process {self.peak_process_rss_mib:.0f} MiB)"
         )
+
+    def sample_rss(self, gateway: GatewayProcess) -> None:
+        by_process = gateway.rss_by_process_mib()
+        self.peak_rss_mib = max(self.peak_rss_mib, sum(by_process))
+        self.peak_process_rss_mib = max(self.peak_process_rss_mib, *by_process)
 
 
 class SickWindows:
@@ -131,58 +133,6 @@ class SickWindows:
             return False
         with self._lock:
             return self._open > 0 or started < self._last_end + _SICK_AFTERMATH_SECONDS
-
-
-class GatewayProcess:
-    """``object-gateway`` as operators run it, on loopback ports of its own."""
-
-    def __init__(self, marker: str, workdir: Path, replicas: int = 1, **settings: str) -> None:
-        self.port, self.admin_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        env = dict(
-            os.environ,
-            GATEWAY_HOST="127.0.0.1",
-            GATEWAY_PORT=str(self.port),
-            GATEWAY_ADMIN_PORT=str(self.admin_port),
-            GATEWAY_NODE_NAME_MARKER=marker,
-            GATEWAY_DRAIN_CHECK_SECONDS="1",
-            GATEWAY_REPLICAS=str(replicas),
-            **settings,
-        )
-        self.log = (workdir / "gateway.log").open("wb")
-        self.process = subprocess.Popen([str(OBJECT_GATEWAY)], env=env, stderr=self.log)
-        wait_for(
-            lambda: urllib.request.urlopen(f"{self.url}/health/ready", timeout=2).status == 200,
-            30,
-            "the gateway",
-            ignoring=(OSError,),
-        )
-
-    def rss_mib(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(line.split()[1]) / 1024
-
-    def command(self, *arguments: str, timeout: float = 600) -> tuple[int, list[dict[str, object]]]:
-        done = subprocess.run(
-            [str(OBJECT_GATEWAY), *arguments],
-            env=dict(os.environ, GATEWAY_ADMIN_URL=self.admin_url, GATEWAY_DRAIN_CHECK_SECONDS="1"),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-        return done.returncode, lines
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
 
 
 class Client(threading.Thread):
@@ -451,7 +401,11 @@ class Fleet:
 
 
 def soak(
-    duration_seconds: float, clients: int = 8, ids_per_client: int = 24, replicas: int = 1
+    duration_seconds: float,
+    clients: int = 8,
+    ids_per_client: int = 24,
+    replicas: int = 1,
+    workers: int = 1,
 ) -> Figures:
     """Run the soak for about ``duration_seconds`` of load; its figures (violations included)."""
     figures = Figures(ids=clients * ids_per_client)
@@ -464,7 +418,7 @@ def soak(
     try:
         for _ in range(3):
             fleet.add()
-        gateway = GatewayProcess(fleet.marker, workdir, replicas)
+        gateway = GatewayProcess(fleet.marker, workdir, replicas, workers)
         deadline = time.monotonic() + duration_seconds
         workers = [
             Client(i, gateway.url, ids_per_client, deadline, sick, figures, lock)
@@ -494,7 +448,7 @@ def soak(
 def _sample_rss(gateway: GatewayProcess, figures: Figures, stop: threading.Event) -> None:
     while not stop.wait(0.5):
         with contextlib.suppress(OSError, StopIteration):
-            figures.peak_rss_mib = max(figures.peak_rss_mib, gateway.rss_mib())
+            figures.sample_rss(gateway)
 
 
 def _change_the_fleet(
@@ -580,8 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--ids-per-client", type=int, default=24)
     parser.add_argument("--replicas", type=int, default=1, help="GATEWAY_REPLICAS")
+    parser.add_argument("--workers", type=int, default=1, help="GATEWAY_WORKERS")
     args = parser.parse_args(argv)
-    figures = soak(args.duration, args.clients, args.ids_per_client, args.replicas)
+    figures = soak(args.duration, args.clients, args.ids_per_client, args.replicas, args.workers)
     for event in figures.events:
         print(event)
     shown = Counter[str]()

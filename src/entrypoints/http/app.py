@@ -12,7 +12,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from application.listing import ListObjects
 from application.readiness import ReadinessReport
@@ -85,8 +85,7 @@ async def ready(readiness: NamedDependency[ReadinessReport]) -> Response[Readine
     opt={AUTH_RULE: Rule.METRICS},
 )
 async def metrics(request: Request[object, object, State]) -> Response[bytes]:
-    registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _openapi_config(*, auth_on: bool) -> OpenAPIConfig:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import TextIO
 
 import msgspec
@@ -13,6 +15,9 @@ import msgspec
 from domain.sizes import KiB
 
 __all__ = ["BatchedLineHandler", "JsonLogFormatter"]
+
+# The size up to which POSIX keeps a write to a pipe in one piece.
+_PIPE_BUF = 4096
 
 # Fields a log record may carry in ``extra`` that belong in the JSON line.
 _LOG_FIELDS = (
@@ -45,6 +50,11 @@ class JsonLogFormatter(logging.Formatter):
     # writes a line; values it does not know are written as their str().
     _encoder = msgspec.json.Encoder(enc_hook=str)
 
+    def __init__(self, *, with_process: bool = False) -> None:
+        super().__init__()
+        # With several worker processes: which one wrote the line.
+        self._with_process = with_process
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "time": _local_time(int(record.created)),
@@ -52,6 +62,8 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._with_process:
+            entry["process"] = os.getpid()  # log_cheaply() keeps logging from recording it
         for field in _LOG_FIELDS:
             value = getattr(record, field, None)
             if value is not None:
@@ -70,15 +82,32 @@ class BatchedLineHandler(logging.StreamHandler[TextIO]):
     """
 
     def __init__(
-        self, stream: TextIO, flush_seconds: float, max_batch_bytes: int = 64 * KiB
+        self,
+        stream: TextIO,
+        flush_seconds: float,
+        max_batch_bytes: int = 64 * KiB,
+        *,
+        whole_lines_per_write: bool = False,
     ) -> None:
         super().__init__(stream)
         self._flush_seconds = flush_seconds
         self._max_batch_bytes = max_batch_bytes
+        # Several processes writing to one pipe: a write up to PIPE_BUF bytes is never mixed with
+        # another's, so each write is whole lines within it, and lines never interleave.
+        self._whole_lines_per_write = whole_lines_per_write
         self._lines: list[str] = []
         self._batch_bytes = 0
         self._stopped = threading.Event()
         self._flusher: threading.Thread | None = None
+        # A worker forked from the supervisor starts with no lines of the supervisor's (they are
+        # the supervisor's to write) and no flusher (threads do not survive a fork).
+        handler = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forked(handler()))
+
+    def after_fork_in_child(self) -> None:
+        self._lines, self._batch_bytes = [], 0
+        self._stopped = threading.Event()
+        self._flusher = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -109,7 +138,11 @@ class BatchedLineHandler(logging.StreamHandler[TextIO]):
     def _write_batch(self) -> None:
         lines, self._lines, self._batch_bytes = self._lines, [], 0
         try:
-            if lines:
+            if lines and self._whole_lines_per_write:
+                for piece in _pieces(lines, _PIPE_BUF):
+                    self.stream.write(piece)
+                    self.stream.flush()
+            elif lines:
                 self.stream.write("".join(lines))
             self.stream.flush()
         except (OSError, ValueError):
@@ -120,3 +153,25 @@ class BatchedLineHandler(logging.StreamHandler[TextIO]):
     def _flush_periodically(self) -> None:
         while not self._stopped.wait(self._flush_seconds):
             self.flush()
+
+
+def _forked(handler: BatchedLineHandler | None) -> None:
+    if handler is not None:
+        handler.after_fork_in_child()
+
+
+def _pieces(lines: list[str], limit: int) -> list[str]:
+    """``lines`` joined into pieces of whole lines, each at most ``limit`` bytes (or one line)."""
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode())
+        if current and size + length > limit:
+            pieces.append("".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += length
+    if current:
+        pieces.append("".join(current))
+    return pieces

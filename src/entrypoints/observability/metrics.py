@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Iterator
 
 from litestar.types import Scope
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from application.conditional import ConditionalWrites
@@ -17,7 +20,27 @@ from application.writes import VersionWrites
 from domain.circuit_breaker import NodeBreakers
 from entrypoints.observability.request_facts import RequestFacts
 
-__all__ = ["GatewayMetrics"]
+__all__ = [
+    "MULTIPROCESS_DIR_VARIABLE",
+    "GatewayMetrics",
+    "multiprocess_dir",
+    "use_multiprocess_metrics_if_asked",
+]
+
+# prometheus_client's own convention: where every process of one program writes its metrics.
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROCESS_DIR_VARIABLE) or None
+
+
+def use_multiprocess_metrics_if_asked() -> None:
+    """In a worker process of several: counters and histograms made from now on keep their
+    values in files every process can read (prometheus_client chose when it was imported, which
+    may have been before the variable was set)."""
+    if multiprocess_dir() is not None:
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 class GatewayMetrics:
@@ -27,9 +50,11 @@ class GatewayMetrics:
         self,
         fleet: Fleet,
         breakers: NodeBreakers,
+        *,
         reads: VersionReads | None = None,
         writes: VersionWrites | None = None,
         conditional: ConditionalWrites | None = None,
+        multiprocess_dir: str | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -69,10 +94,33 @@ class GatewayMetrics:
             ["node"],
             registry=self.registry,
         )
-        self.registry.register(_FleetCollector(fleet, breakers))
-        self.registry.register(_ReplicationCollector(reads, writes, conditional))
+        self._fleet_collector = _FleetCollector(fleet, breakers)
+        self.registry.register(self._fleet_collector)
+        self._published = _Published(self.registry, fleet, reads, writes, conditional)
+        self._multiprocess_dir = multiprocess_dir
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._node_children: dict[str, tuple[Counter, Counter, Counter]] = {}
+
+    @property
+    def several_processes(self) -> bool:
+        return bool(self._multiprocess_dir)
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: with several processes, every process's
+        counters added up (and the known nodes as this one sees them)."""
+        self._published.publish()
+        if not self._multiprocess_dir:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(self._fleet_collector)
+        return generate_latest(registry)
+
+    async def keep_publishing(self, every_seconds: float = 1.0) -> None:
+        """With several processes: publish this one's counts every ``every_seconds``."""
+        while True:
+            await asyncio.sleep(every_seconds)
+            self._published.publish()
 
     def observe(
         self,
@@ -115,7 +163,7 @@ class GatewayMetrics:
 
 
 class _FleetCollector(Collector):
-    """Known nodes and discovery counters, read from the fleet at scrape time."""
+    """Known nodes by state, read from the fleet at scrape time (the answering process's view)."""
 
     def __init__(self, fleet: Fleet, breakers: NodeBreakers) -> None:
         self._fleet = fleet
@@ -133,112 +181,104 @@ class _FleetCollector(Collector):
         for health, count in counts.items():
             nodes.add_metric([health.value], count)
         yield nodes
-        status = self._fleet.status()
-        yield CounterMetricFamily(
-            "gateway_discovery_refreshes",
-            "Successful full listings of the nodes.",
-            status.refreshes,
-        )
-        yield CounterMetricFamily(
-            "gateway_discovery_errors", "Failed calls to the container runtime.", status.errors
-        )
-        yield CounterMetricFamily(
-            "gateway_discovery_reconnects",
-            "Times the change feed was reopened.",
-            status.reconnects,
-        )
 
 
-# What the read and write paths counted: metric, help text, which counts, field.
-_COUNTERS = (
-    (
-        "gateway_degraded_writes",
-        "Writes acknowledged with fewer copies than GATEWAY_REPLICAS (no node to hand off to).",
-        "writes",
-        "degraded_writes",
-    ),
-    (
-        "gateway_handoff_copies",
-        "Copies written to a node in place of a replica that could not take them.",
-        "writes",
-        "handoff_copies",
-    ),
-    (
-        "gateway_quorum_refusals",
-        "Requests answered 503 because fewer replicas than the quorum could take part.",
-        "reads+writes",
-        "quorum_refusals",
-    ),
-    (
-        "gateway_late_replica_failures",
-        "Copies that failed after their write was acknowledged at the write quorum (the "
-        "repair command restores them).",
-        "writes",
-        "late_failures",
-    ),
-    (
-        "gateway_rehomed_writes",
-        "Writes that landed on a node marked to be drained meanwhile, copied to the ID's "
-        "replicas before they were acknowledged.",
-        "writes",
-        "rehomed_writes",
-    ),
-    (
-        "gateway_reads_looked_again",
-        "Reads whose version was moved or replaced before it could be opened, asked again.",
-        "reads",
-        "looked_again",
-    ),
-    (
-        "gateway_conditional_conflicts",
-        "Conditional writes refused (412) because another write to the ID came while they "
-        "were decided.",
-        "conditional",
-        "conflicts",
-    ),
-)
+# What the gateway counted in its own objects, published as counters: metric, help text, and
+# where the count is (its source and field; several sources add up).
+_COUNTED = (
+    ("gateway_discovery_refreshes", "Successful full listings of the nodes.", "discovery",
+     "refreshes"),
+    ("gateway_discovery_errors", "Failed calls to the container runtime.", "discovery", "errors"),
+    ("gateway_discovery_reconnects", "Times the change feed was reopened.", "discovery",
+     "reconnects"),
+    ("gateway_degraded_writes",
+     "Writes acknowledged with fewer copies than GATEWAY_REPLICAS (no node to hand off to).",
+     "writes", "degraded_writes"),
+    ("gateway_handoff_copies",
+     "Copies written to a node in place of a replica that could not take them.",
+     "writes", "handoff_copies"),
+    ("gateway_quorum_refusals",
+     "Requests answered 503 because fewer replicas than the quorum could take part.",
+     "reads+writes", "quorum_refusals"),
+    ("gateway_late_replica_failures",
+     "Copies that failed after their write was acknowledged at the write quorum (the repair "
+     "command restores them).", "writes", "late_failures"),
+    ("gateway_rehomed_writes",
+     "Writes that landed on a node marked to be drained meanwhile (or placed by a ring that "
+     "changed), copied to the ID's replicas before they were acknowledged.",
+     "writes", "rehomed_writes"),
+    ("gateway_reads_looked_again",
+     "Reads whose version was moved or replaced before it could be opened, asked again.",
+     "reads", "looked_again"),
+    ("gateway_conditional_conflicts",
+     "Conditional writes refused (412) because another write to the ID came while they were "
+     "decided.", "conditional", "conflicts"),
+)  # fmt: skip
+# Work left for later, by outcome: metric, help text, which queue.
+_QUEUED = (
+    ("gateway_read_repairs",
+     "Read repairs, by outcome: scheduled, repaired, failed, dropped (too many waiting; the "
+     "repair command catches them).", "repairs"),
+    ("gateway_tidying",
+     "Removals of versions a newer one made useless, by outcome: scheduled, repaired (done), "
+     "failed, dropped.", "tidying"),
+)  # fmt: skip
+_OUTCOMES = (("scheduled", "scheduled"), ("repaired", "done"), ("failed", "failed"),
+             ("dropped", "dropped"))  # fmt: skip
 
 
-class _ReplicationCollector(Collector):
-    """What the read and write paths did, and the work they left for later."""
+class _Published:
+    """Counts kept by the gateway's own objects, published as Prometheus counters: each time,
+    what grew since the last. In one process that is done at every scrape; with several, every
+    second too, so that the answer gathered from every process's files is at most that late."""
 
     def __init__(
         self,
+        registry: CollectorRegistry,
+        fleet: Fleet,
         reads: VersionReads | None,
         writes: VersionWrites | None,
         conditional: ConditionalWrites | None,
     ) -> None:
-        self._sources = {"reads": reads, "writes": writes, "conditional": conditional}
-        self._reads = reads
+        self._fleet = fleet
+        self._sources: dict[str, object] = {
+            "reads": None if reads is None else reads.counts,
+            "writes": None if writes is None else writes.counts,
+            "conditional": None if conditional is None else conditional.counts,
+        }
+        self._queues = {
+            "repairs": None if reads is None else reads.upkeep.repairs.counts,
+            "tidying": None if reads is None else reads.upkeep.tidying.counts,
+        }
+        self._counters = [
+            (Counter(name, text, registry=registry), sources, field)
+            for name, text, sources, field in _COUNTED
+        ]
+        self._queued = [
+            (Counter(name, text, ["outcome"], registry=registry), queue)
+            for name, text, queue in _QUEUED
+        ]
+        for counter, _ in self._queued:
+            for outcome, _ in _OUTCOMES:
+                counter.labels(outcome)  # each outcome exported from the start, at zero
+        self._published: dict[tuple[str, str], float] = {}
 
-    def collect(self) -> Iterator[Metric]:
-        for name, description, sources, field in _COUNTERS:
+    def publish(self) -> None:
+        discovery = self._fleet.status()
+        for counter, sources, field in self._counters:
             value = 0
             for source in sources.split("+"):
-                owner = self._sources[source]
-                value += 0 if owner is None else getattr(owner.counts, field)
-            yield CounterMetricFamily(name, description, value)
-        reads = self._reads
-        for name, description, work in (
-            (
-                "gateway_read_repairs",
-                "Read repairs, by outcome: scheduled, repaired, failed, dropped (too many "
-                "waiting; the repair command catches them).",
-                None if reads is None else reads.upkeep.repairs,
-            ),
-            (
-                "gateway_tidying",
-                "Removals of versions a newer one made useless, by outcome: scheduled, "
-                "repaired (done), failed, dropped.",
-                None if reads is None else reads.upkeep.tidying,
-            ),
-        ):
-            family = CounterMetricFamily(name, description, labels=["outcome"])
-            for outcome, field in (
-                ("scheduled", "scheduled"),
-                ("repaired", "done"),
-                ("failed", "failed"),
-                ("dropped", "dropped"),
-            ):
-                family.add_metric([outcome], 0 if work is None else getattr(work.counts, field))
-            yield family
+                owner = discovery if source == "discovery" else self._sources[source]
+                value += 0 if owner is None else getattr(owner, field)
+            self._add(counter, "", value)
+        for counter, queue in self._queued:
+            counts = self._queues[queue]
+            for outcome, field in _OUTCOMES:
+                self._add(counter, outcome, 0 if counts is None else getattr(counts, field))
+
+    def _add(self, counter: Counter, label: str, value: float) -> None:
+        key = (counter._name, label)  # noqa: SLF001 - the counter's own name, as registered
+        grown = value - self._published.get(key, 0)
+        if grown > 0:
+            (counter.labels(label) if label else counter).inc(grown)
+            self._published[key] = value
