@@ -120,7 +120,7 @@ class StorageNode:
             region="us-east-1",
         )
 
-    def keys(self) -> list[str]:
+    def bucket_keys(self) -> list[str]:
         """Every key the node's bucket holds, in order (as an operator's console shows them)."""
         client = self.client()
         if not client.bucket_exists(BUCKET):
@@ -131,7 +131,7 @@ class StorageNode:
         """The node's versions by ID: each ``<version>.<kind>`` (and ``legacy`` for an object
         kept under its ID's own key, the layout before versions had keys)."""
         held: dict[str, list[str]] = {}
-        for key in self.keys():
+        for key in self.bucket_keys():
             if key.startswith(VERSIONS_PREFIX):
                 object_id, _, name = key[len(VERSIONS_PREFIX) :].rpartition("/")
                 held.setdefault(object_id, []).append(name)
@@ -163,7 +163,7 @@ class StorageNode:
     def lose_bucket(self) -> None:
         """The bucket and all it held gone, as after the node is recreated on an empty volume."""
         client = self.client()
-        for key in self.keys():
+        for key in self.bucket_keys():
             client.remove_object(BUCKET, key)
         client.remove_bucket(BUCKET)
 

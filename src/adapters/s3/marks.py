@@ -48,8 +48,8 @@ class NodeMarksOnS3:
                 migrated = True
             elif listed.key == DRAIN_MARK_KEY:
                 drain = await self._drain_state(node)
-        if not listed_any and not await self._has_bucket(node):
-            # No bucket: nothing in any layout.
+        if not listed_any and (not await self._has_bucket(node) or await self._is_empty(node)):
+            # No bucket, or one made beforehand that holds nothing: nothing in any layout.
             return NodeMarks(migrated=True, fresh=True)
         if not migrated and not await self._holds_legacy_keys(node):
             # A bucket made by hand (or by a tool) before any gateway wrote to it: nothing of the
@@ -60,6 +60,11 @@ class NodeMarksOnS3:
         settled = rings[0][0] if len(rings) == 1 and rings[0][1] else None
         settling = rings[0][0] if len(rings) == 1 and not rings[0][1] else None
         return NodeMarks(drain, migrated, settled, settling)
+
+    async def _is_empty(self, node: Node) -> bool:
+        async for _ in list_keys(self._transport, node, page_size=1):
+            return False
+        return True
 
     async def _holds_legacy_keys(self, node: Node) -> bool:
         """Whether any key sits at the bucket's top, where the layout before versions had keys of
