@@ -374,6 +374,17 @@ class InMemoryObjectStorage:
         if not records:
             self.records.pop((node.name, object_id.value), None)
 
+    async def remove_many(
+        self, node: Node, versions: Sequence[tuple[ObjectId, StoredVersion]]
+    ) -> int:
+        # One request to the node for them all; each removal as ``remove`` makes it.
+        self._check_reachable(node)
+        self.requests.append(f"DELETE many {node.name} {len(versions)}")
+        for object_id, stored in versions:
+            await self.remove(node, object_id, stored)
+            self.requests.pop()
+        return 0
+
     async def walk(
         self, node: Node, *, prefix: str = "", start_after: str = "", legacy: bool = False
     ) -> AsyncIterator[tuple[str, StoredVersion]]:

@@ -14,6 +14,7 @@ from application.copies import copy_version
 from application.fleet import Fleet
 from application.holdings import Current, Holding
 from application.node_access import NodeAccess
+from application.tidying import Tidying
 from domain.node import Node
 from domain.object_id import ObjectId
 from domain.objects import StoredVersion, abandoned, newest_committed
@@ -30,7 +31,7 @@ class Upkeep:
         storage: ObjectStorage,
         access: NodeAccess,
         repairs: Background,
-        tidying: Background,
+        tidying: Tidying,
         *,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -80,9 +81,7 @@ class Upkeep:
 
     def remove_later(self, object_id: ObjectId, node: Node, versions: list[StoredVersion]) -> None:
         if versions:
-            self.tidying.submit(
-                f"tidy {object_id} on {node.name}", partial(self.remove, object_id, node, versions)
-            )
+            self.tidying.submit(object_id, node, versions)
 
     async def remove(self, object_id: ObjectId, node: Node, versions: list[StoredVersion]) -> None:
         for stored in versions:

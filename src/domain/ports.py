@@ -114,6 +114,14 @@ class ObjectStorage(Protocol):
         """Remove one version; succeeds whether or not the node held it."""
         ...
 
+    async def remove_many(
+        self, node: Node, versions: Sequence[tuple[ObjectId, StoredVersion]]
+    ) -> int:
+        """Remove these versions from the node, as few requests as it allows (a version it does
+        not hold counts as removed); how many it refused to remove. Raises when it could not be
+        asked at all."""
+        ...
+
     def walk(
         self, node: Node, *, prefix: str = "", start_after: str = "", legacy: bool = False
     ) -> AsyncIterator[tuple[str, StoredVersion]]:

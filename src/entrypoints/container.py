@@ -25,6 +25,7 @@ from application.objects import DeleteObject, GetObject, HeadObject, PutObject
 from application.readiness import check_readiness
 from application.reads import VersionReads
 from application.rebalance import Rebalance
+from application.tidying import Tidying
 from application.upkeep import Upkeep
 from application.writes import VersionWrites
 from domain.circuit_breaker import NodeBreakers
@@ -163,7 +164,7 @@ class Container(containers.DeclarativeContainer):
     version_clock = providers.Singleton(VersionClock)
     # What requests leave for later: read repairs, and removing versions nothing needs any more.
     read_repairs = providers.Singleton(Background)
-    tidying = providers.Singleton(Background)
+    tidying = providers.Singleton(Tidying, storage=object_storage, access=node_access)
     # The one read path and the one write path, for every number of copies per ID.
     upkeep = providers.Singleton(
         Upkeep,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from application.auth import AccessControl
 from application.background import Background
 from application.fleet_watcher import FleetWatcher
+from application.tidying import Tidying
 from application.writes import VersionWrites
 from domain.ports import ObjectStorage
 from entrypoints.observability.metrics import GatewayMetrics
@@ -26,7 +27,7 @@ class GatewayLifespan:
         self,
         watcher: FleetWatcher,
         storage: ObjectStorage,
-        background: list[Background],
+        background: list[Background | Tidying],
         writes: VersionWrites,
         release_resources: Callable[[], object],
         *,

@@ -1,5 +1,6 @@
 """The real app, real Docker discovery and real S3 nodes, driven over HTTP."""
 
+import concurrent.futures
 import hashlib
 import os
 import socket
@@ -63,6 +64,47 @@ def test_put_over_an_existing_object_replaces_it(http: httpx.Client) -> None:
     assert first.status_code == 201
     assert second.status_code == 200
     assert http.get("/object/overwritten").content == b"second"
+
+
+def test_versions_overwrites_left_behind_are_removed_many_per_request_by_the_nodes(
+    http: httpx.Client, nodes: list[StorageNode]
+) -> None:
+    """Concurrent overwrites leave each node old versions to remove, which go out in DeleteObjects
+    requests: once quiet, every ID holds its newest version only, on every node."""
+    ids = [f"tidy{index}" for index in range(24)]
+    removed_before = tidied(http)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        for round_ in range(3):
+            statuses = list(
+                pool.map(
+                    lambda object_id, r=round_: (
+                        http.put(
+                            f"/object/{object_id}", content=f"{object_id} {r}".encode()
+                        ).status_code
+                    ),
+                    ids,
+                )
+            )
+            assert set(statuses) <= {200, 201}, statuses
+
+    def only_the_newest() -> bool:
+        held = [node.versions() for node in nodes]
+        return all(len(versions.get(object_id, [])) <= 1 for versions in held for object_id in ids)
+
+    wait_for(only_the_newest, 20, "the old versions to be removed")
+    for object_id in ids:
+        assert http.get(f"/object/{object_id}").content == f"{object_id} 2".encode()
+    assert tidied(http) - removed_before == 2 * len(ids)
+
+
+def tidied(http: httpx.Client) -> float:
+    """Versions the gateway has removed as useless so far."""
+    line = next(
+        line
+        for line in http.get("/metrics").text.splitlines()
+        if line.startswith('gateway_tidying_total{outcome="repaired"}')
+    )
+    return float(line.rsplit(" ", 1)[1])
 
 
 def test_the_content_type_given_at_put_comes_back_at_get(http: httpx.Client) -> None:

@@ -12,6 +12,7 @@ from application.node_access import NodeAccess
 from application.objects import DeleteObject, GetObject, HeadObject, PutObject
 from application.reads import VersionReads
 from application.rebalance import Rebalance
+from application.tidying import Tidying
 from application.upkeep import Upkeep
 from application.writes import VersionWrites
 from domain.circuit_breaker import NodeBreakers
@@ -65,7 +66,7 @@ class Gateway:
         self.clock = VersionClock()
         self.policy = ReplicationPolicy.of(replicas, write_quorum, read_quorum)
         self.repairs = Background()
-        self.tidying = Background()
+        self.tidying = Tidying(self.storage, self.access)
         self.upkeep = Upkeep(self.fleet, self.storage, self.access, self.repairs, self.tidying)
         self.reads = VersionReads(
             self.fleet,

@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from urllib.parse import quote
 
+from minio.deleteobjects import DeleteObject, DeleteRequest, DeleteResult
+from minio.helpers import md5sum_hash
+from minio.xml import marshal
 from opentelemetry.trace import Tracer
 
 from adapters.s3.buckets import Buckets
@@ -58,6 +62,8 @@ __all__ = ["MinioObjectStorage"]
 
 # An ID rarely has more than two versions at once: one page of this many holds them all.
 _VERSIONS_PAGE = 100
+# The most keys S3's DeleteObjects takes in one request.
+_KEYS_PER_DELETE = 1000
 
 
 class MinioObjectStorage(NodeMarksOnS3):
@@ -258,6 +264,46 @@ class MinioObjectStorage(NodeMarksOnS3):
 
     async def remove(self, node: Node, object_id: ObjectId, stored: StoredVersion) -> None:
         await self._remove_key(node, _key_of(object_id, stored))
+
+    async def remove_many(
+        self, node: Node, versions: Sequence[tuple[ObjectId, StoredVersion]]
+    ) -> int:
+        refused = 0
+        for start in range(0, len(versions), _KEYS_PER_DELETE):
+            keys = [
+                _key_of(object_id, stored)
+                for object_id, stored in versions[start : start + _KEYS_PER_DELETE]
+            ]
+            refused += await self._remove_keys(node, keys)
+        return refused
+
+    async def _remove_keys(self, node: Node, keys: list[str]) -> int:
+        """One DeleteObjects request (quiet: the answer lists only the keys it refused)."""
+        document = marshal(DeleteRequest([DeleteObject(key) for key in keys], quiet=True))
+        timeout = self._settings.idle_timeout_seconds
+        response = await self._transport.request(
+            node,
+            "POST",
+            None,
+            timeout=timeout,
+            query={"delete": ""},
+            headers={"Content-Type": "application/xml", "Content-MD5": md5sum_hash(document) or ""},
+            data=document,
+            payload_hash=hashlib.sha256(document).hexdigest(),
+        )
+        async with response:
+            if response.status == 404:
+                return 0  # no bucket: nothing to remove
+            answer = await read_document(node, response, timeout)
+            if response.status != 200:
+                raise error_for(node, response.status, answer)
+        try:
+            result = DeleteResult.fromxml(ET.fromstring(answer))  # noqa: S314 - a node's answer
+        except (ET.ParseError, ValueError, TypeError, AttributeError) as exc:
+            raise NodeUnavailable(
+                node.name, f"it answered a removal it cannot read ({exc})"
+            ) from exc
+        return sum(1 for error in result.error_list if error.code != "NoSuchKey")
 
     async def _remove_key(self, node: Node, key: str) -> None:
         response = await self._transport.request(node, "DELETE", key)
