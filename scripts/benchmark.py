@@ -55,6 +55,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -66,6 +67,8 @@ LABEL = "amazin-gateway-tests"
 BUCKET = "objects"
 KiB, MiB = 1024, 1024 * 1024
 GATEWAY = Path(sys.executable).with_name("object-gateway")
+# The gateway's default worker count here (GATEWAY_WORKERS=0): one per core.
+CORES = len(os.sched_getaffinity(0))
 
 WRK_SCRIPT = """
 local paths = {}
@@ -218,7 +221,12 @@ class Gateway:
     the gateway of another commit (its ``src`` folder), run by this one's Python."""
 
     def __init__(
-        self, marker: str, workdir: Path, source: Path | None = None, **settings: str
+        self,
+        marker: str,
+        workdir: Path,
+        source: Path | None = None,
+        workers: int = 1,
+        **settings: str,
     ) -> None:
         self.port = free_port()
         self.admin_url = f"http://127.0.0.1:{free_port()}"
@@ -228,6 +236,7 @@ class Gateway:
             GATEWAY_PORT=str(self.port),
             GATEWAY_ADMIN_PORT=self.admin_url.rsplit(":", 1)[1],
             GATEWAY_NODE_NAME_MARKER=marker,
+            GATEWAY_WORKERS=str(workers),
             **settings,
         )
         command = [str(GATEWAY)]
@@ -244,8 +253,11 @@ class Gateway:
             "the gateway",
         )
 
+    def pids(self) -> list[int]:
+        return process_tree(self.process.pid)
+
     def rss_kib(self) -> int:
-        return rss_kib([self.process.pid])
+        return rss_kib(self.pids())
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -257,15 +269,15 @@ class Gateway:
 
 
 class Nginx:
-    """nginx with one worker: the consistent-hash proxy a user would put there instead."""
+    """nginx with ``workers`` workers: the consistent-hash proxy a user would put there instead."""
 
-    def __init__(self, nodes: Nodes, workdir: Path) -> None:
+    def __init__(self, nodes: Nodes, workdir: Path, workers: int = 1) -> None:
         self.port = free_port()
-        root = workdir / "nginx"
+        root = workdir / f"nginx-{workers}"
         root.mkdir()
         servers = "\n".join(f"    server {nodes.ip(i)}:9000;" for i in range(3))
         (root / "nginx.conf").write_text(f"""
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {root}/nginx.pid;
 error_log {root}/error.log;
@@ -297,6 +309,9 @@ http {{
         wait_for(
             lambda: socket.create_connection(("127.0.0.1", self.port)).close() is None, 10, "nginx"
         )
+
+    def pids(self) -> list[int]:
+        return process_tree(self.process.pid)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGQUIT)
@@ -349,96 +364,107 @@ def wrk(
     return rate, failed
 
 
-def throughput(  # noqa: PLR0912 - one table, every side
-    gateway: Gateway,
-    replicated: Gateway,
-    traced: Gateway,
-    nginx: Nginx,
-    nodes: Nodes,
+@dataclass(frozen=True)
+class Side:
+    """One way through to the nodes: its column, where requests go, its own ID prefix, and the
+    processes whose CPU time is its cost (None: not counted)."""
+
+    column: str
+    base: str
+    prefix: str
+    tag: str
+    pids: Callable[[], list[int]] | None = None
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a gateway's supervisor and workers, nginx's master and workers)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return [pid]
+    return [pid, *(int(child) for child in children)]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes used so far."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+WORKLOADS = (
+    ("PUT 1 KiB, new IDs", "PUT", KiB, 1000, 32, True),
+    ("PUT 1 KiB, over existing IDs", "PUT", KiB, 1000, 32, False),
+    ("GET 1 KiB", "GET", 0, 1000, 32, False),
+    ("PUT 16 MiB, new IDs", "PUT", 16 * MiB, 16, 8, True),
+    ("PUT 16 MiB, over existing IDs", "PUT", 16 * MiB, 16, 8, False),
+    ("GET 16 MiB", "GET", 0, 16, 8, False),
+)
+
+
+def throughput(
+    title: str,
+    sides: list[Side],
+    ratios: list[tuple[str, str]],
     runs: int,
     seconds: int,
     workdir: Path,
     only: list[str],
-    baseline: Gateway | None = None,
 ) -> None:
-    direct_base = f"http://{nodes.ip(0)}:9000"
-    # (base URL, path prefix, ID prefix): each side has IDs of its own.
-    sides = {
-        "gateway": (gateway.url, "/object/", "g"),
-        "gateway_n3": (replicated.url, "/object/", "r"),
-        "traced": (traced.url, "/object/", "t"),
-        "nginx": (nginx.url, "/object/", "n"),
-        "direct": (direct_base, f"/{BUCKET}/", "d"),
-    }
-    if baseline is not None:
-        sides["baseline"] = (baseline.url, "/object/", "b")
-    print(f"\n(a) throughput, wrk, median of {runs} runs of {seconds} s each, sides taking turns")
+    """One table: each workload through every side in turn, ``runs`` times; the medians, the
+    ``ratios`` (numerator, denominator columns) and each counted side's CPU time per request."""
+    print(f"\n{title}")
+    counted = [side for side in sides if side.pids is not None]
     print(
-        "    N=1: the gateway as shipped (tracing off); N=3: GATEWAY_REPLICAS=3 (W=2, R=2);"
-        " traced: N=1 with tracing on, every request sampled"
-    )
-    if baseline is not None:
-        print("    base: the gateway of the --baseline commit, N=1, as shipped then")
-    base_header = f"{'base':>9}{'N=1/base':>9}{'base/ngx':>9}" if baseline is not None else ""
-    print(
-        f"{'workload':<34}{'N=1':>9}{'N=3':>9}{'traced':>9}{'nginx':>9}{'direct':>9}"
-        f"{'N=1/ngx':>9}{'N=3/ngx':>9}{'trc/N=1':>9}{'N=1/dir':>9}{base_header}"
-        "   non-2xx " + "/".join(sides)
-    )
+        f"{'workload':<34}"
+        + "".join(f"{side.column:>9}" for side in sides)
+        + "".join(f"{a + '/' + b:>11}" for a, b in ratios)
+        + "".join(f"{'cpu ' + side.column:>12}" for side in counted)
+        + "   non-2xx " + "/".join(side.column for side in sides)
+    )  # fmt: skip
     run_tag = uuid.uuid4().hex[:6]
     # Each side writes the objects it reads through itself: nginx's hash places IDs elsewhere
     # than the gateway's ring, the direct side has one node only, and N=3 keeps three copies.
     for size, count in ((KiB, 1000), (16 * MiB, 16)):
-        for base, prefix, tag in sides.values():
-            seed_objects(f"{base}{prefix}", [f"{tag}b{size}x{i}" for i in range(count)], size)
-    workloads = (
-        ("PUT 1 KiB, new IDs", "PUT", KiB, 1000, 32, True),
-        ("PUT 1 KiB, over existing IDs", "PUT", KiB, 1000, 32, False),
-        ("GET 1 KiB", "GET", 0, 1000, 32, False),
-        ("PUT 16 MiB, new IDs", "PUT", 16 * MiB, 16, 8, True),
-        ("PUT 16 MiB, over existing IDs", "PUT", 16 * MiB, 16, 8, False),
-        ("GET 16 MiB", "GET", 0, 16, 8, False),
-    )
-    for label, method, body_size, count, connections, fresh in workloads:
+        for side in sides:
+            seed_objects(
+                f"{side.base}{side.prefix}", [f"{side.tag}b{size}x{i}" for i in range(count)], size
+            )
+    for label, method, body_size, count, connections, fresh in WORKLOADS:
         if only and not any(wanted.lower() in label.lower() for wanted in only):
             continue
         size = body_size or (16 * MiB if "16 MiB" in label else KiB)
-        results: dict[str, list[float]] = {side: [] for side in sides}
+        rates: dict[str, list[float]] = {side.column: [] for side in sides}
+        cpu: dict[str, list[float]] = {side.column: [] for side in counted}
         failures: Counter[str] = Counter()
         for run in range(runs):
-            for side, (base, prefix, tag) in sides.items():
+            for side in sides:
                 if fresh:
-                    paths = [f"{prefix}new{run_tag}r{run}{tag}"]
+                    paths = [f"{side.prefix}new{run_tag}r{run}{side.tag}"]
                 else:
-                    paths = [f"{prefix}{tag}b{size}x{i}" for i in range(count)]
+                    paths = [f"{side.prefix}{side.tag}b{size}x{i}" for i in range(count)]
+                pids = side.pids() if side.pids is not None else []
+                used = cpu_seconds(pids)
                 rate, failed = wrk(
-                    base, paths, method, body_size, connections, seconds, workdir, fresh=fresh
+                    side.base, paths, method, body_size, connections, seconds, workdir, fresh=fresh
                 )
-                results[side].append(rate)
-                failures[side] += failed
-        medians = {side: statistics.median(rates) for side, rates in results.items()}
-        if size >= MiB:
-            unit, scale = "MB/s", size / 1e6
-        else:
-            unit, scale = "req/s", 1.0
-        shown = [medians[side] * scale for side in sides if side != "baseline"]
-        compared = ""
-        if baseline is not None:
-            compared = (
-                f"{medians['baseline'] * scale:>9.0f}"
-                f"{medians['gateway'] / medians['baseline']:>9.2f}"
-                f"{medians['baseline'] / medians['nginx']:>9.2f}"
-            )
+                if side.pids is not None:
+                    # CPU time per request, in microseconds.
+                    cpu[side.column].append((cpu_seconds(pids) - used) / (rate * seconds) * 1e6)
+                rates[side.column].append(rate)
+                failures[side.column] += failed
+        medians = {column: statistics.median(values) for column, values in rates.items()}
+        unit, scale = ("MB/s", size / 1e6) if size >= MiB else ("req/s", 1.0)
         print(
             f"{label + ' (' + unit + ')':<34}"
-            + "".join(f"{value:>9.0f}" for value in shown)
-            + f"{medians['gateway'] / medians['nginx']:>9.2f}"
-            + f"{medians['gateway_n3'] / medians['nginx']:>9.2f}"
-            + f"{medians['traced'] / medians['gateway']:>9.2f}"
-            + f"{medians['gateway'] / medians['direct']:>9.2f}"
-            + compared
+            + "".join(f"{medians[side.column] * scale:>9.0f}" for side in sides)
+            + "".join(f"{medians[a] / medians[b]:>11.2f}" for a, b in ratios)
+            + "".join(f"{statistics.median(cpu[side.column]):>10.0f}us" for side in counted)
             + "   "
-            + "/".join(str(failures[side]) for side in sides)
+            + "/".join(str(failures[side.column]) for side in sides)
         )
 
 
@@ -455,12 +481,17 @@ def seed_objects(base: str, ids: list[str], size: int) -> None:
 
 @contextlib.contextmanager
 def peak_rss(pids: Callable[[], list[int]]) -> Iterator[dict[str, int]]:
-    figures = {"idle": rss_kib(pids()), "peak": 0}
+    """RSS of the processes together, idle and at their peak, and the peak of the largest one."""
+    figures = {"idle": rss_kib(pids()), "peak": 0, "peak_process": 0, "processes": len(pids())}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            figures["peak"] = max(figures["peak"], rss_kib(pids()))
+            current = pids()
+            figures["peak"] = max(figures["peak"], rss_kib(current))
+            figures["peak_process"] = max(
+                figures["peak_process"], *(rss_kib([pid]) for pid in current)
+            )
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
@@ -470,6 +501,21 @@ def peak_rss(pids: Callable[[], list[int]]) -> Iterator[dict[str, int]]:
     finally:
         done.set()
         sampler.join()
+
+
+def memory_line(figures: dict[str, int], target_mib: int) -> str:
+    processes = figures["processes"]
+    if processes == 1:
+        return (
+            f"gateway RSS idle {figures['idle'] / 1024:.0f} MiB, peak "
+            f"{figures['peak'] / 1024:.0f} MiB (target <= {target_mib} MiB)"
+        )
+    return (
+        f"gateway RSS ({processes} processes: the supervisor and {processes - 1} workers) idle "
+        f"{figures['idle'] / 1024:.0f} MiB, peak {figures['peak'] / 1024:.0f} MiB together; "
+        f"largest process peak {figures['peak_process'] / 1024:.0f} MiB "
+        f"(target <= {target_mib} MiB per worker)"
+    )
 
 
 def source_file(workdir: Path, size: int) -> tuple[Path, bytes]:
@@ -501,7 +547,7 @@ def memory_with_content_length(
     target_mib: int = 120,
 ) -> None:
     source, digest = source_file(workdir, size)
-    gateway = Gateway(marker, workdir, GATEWAY_REPLICAS=str(replicas))
+    gateway = Gateway(marker, workdir, workers=CORES, GATEWAY_REPLICAS=str(replicas))
     try:
         # urllib3 applies the connect timeout to each send as well: a send that stalls for 5 s
         # (the gateway not reading) abandons the upload, as an impatient client would.
@@ -523,7 +569,7 @@ def memory_with_content_length(
             except urllib3.exceptions.HTTPError as exc:
                 return f"abandoned ({type(exc).__name__})"
 
-        with peak_rss(lambda: [gateway.process.pid]) as figures:
+        with peak_rss(gateway.pids) as figures:
             started = time.monotonic()
             with ThreadPoolExecutor(max_workers=uploads) as pool:
                 statuses = list(pool.map(upload, range(uploads)))
@@ -538,10 +584,7 @@ def memory_with_content_length(
             f"statuses: {dict(Counter(statuses))}; {uploads * size / MiB / elapsed:.0f} MiB/s in "
             f"all; read back intact: {intact}"
         )
-        print(
-            f"gateway RSS idle {figures['idle'] / 1024:.0f} MiB, peak {figures['peak'] / 1024:.0f}"
-            f" MiB (target <= {target_mib} MiB)"
-        )
+        print(memory_line(figures, target_mib))
     finally:
         gateway.stop()
         source.unlink()
@@ -549,9 +592,9 @@ def memory_with_content_length(
 
 def memory_chunked(marker: str, workdir: Path, uploads: int, size: int) -> None:
     source, digest = source_file(workdir, size)
-    gateway = Gateway(marker, workdir)
+    gateway = Gateway(marker, workdir, workers=CORES)
     try:
-        with peak_rss(lambda: [gateway.process.pid]) as figures:
+        with peak_rss(gateway.pids) as figures:
             started = time.monotonic()
             curls = [
                 subprocess.Popen(
@@ -583,10 +626,7 @@ def memory_chunked(marker: str, workdir: Path, uploads: int, size: int) -> None:
             f"statuses: {dict(Counter(statuses))}; {uploads * size / MiB / elapsed:.0f} MiB/s in "
             f"all; read back intact: {intact}"
         )
-        print(
-            f"gateway RSS idle {figures['idle'] / 1024:.0f} MiB, peak {figures['peak'] / 1024:.0f}"
-            " MiB (target <= 150 MiB)"
-        )
+        print(memory_line(figures, 150))
     finally:
         gateway.stop()
         source.unlink()
@@ -606,7 +646,7 @@ def owner_ids(gateway: Gateway, nodes: Nodes, count: int) -> dict[int, list[str]
 
 
 def frozen_node(marker: str, nodes: Nodes, workdir: Path, seconds: float) -> None:
-    gateway = Gateway(marker, workdir)
+    gateway = Gateway(marker, workdir, workers=CORES)
     try:
         by_node = owner_ids(gateway, nodes, 300)
         frozen_ids, healthy_ids = by_node[0], by_node[1] + by_node[2]
@@ -766,6 +806,67 @@ def checkout(ref: str, workdir: Path) -> Path:
     return folder / "src"
 
 
+def run_throughput(args: argparse.Namespace, marker: str, nodes: Nodes, workdir: Path) -> None:
+    """(a): a table with one worker each (with tracing, a node directly and the baseline beside
+    them), then one with as many workers as cores, each beside nginx with as many."""
+    started: list[Gateway | Nginx] = []
+    sink = OtlpSink()
+    try:
+        print(
+            f"\n(a) throughput, wrk, median of {args.runs} runs of {args.seconds} s each, sides "
+            "taking turns; cpu: the side's processes' CPU time per request (user + system)"
+        )
+        print(
+            "    N=1: the gateway (access log on, tracing off); N=3: GATEWAY_REPLICAS=3 (W=2, R=2);"
+            " traced: N=1 with tracing on, every request sampled"
+        )
+        for workers in sorted({1, CORES}):
+            gateway = Gateway(marker, workdir, workers=workers)
+            replicated = Gateway(marker, workdir, workers=workers, GATEWAY_REPLICAS="3")
+            nginx = Nginx(nodes, workdir, workers)
+            started += [gateway, replicated, nginx]
+            sides = [
+                Side("N=1", gateway.url, "/object/", f"g{workers}", gateway.pids),
+                Side("N=3", replicated.url, "/object/", f"r{workers}", replicated.pids),
+                Side("nginx", nginx.url, "/object/", f"n{workers}", nginx.pids),
+            ]
+            ratios = [("N=1", "nginx"), ("N=3", "nginx")]
+            title = f"with {workers} worker{'s' if workers > 1 else ''} each"
+            if workers == 1:
+                traced = Gateway(
+                    marker,
+                    workdir,
+                    OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
+                    OTEL_TRACES_SAMPLER="always_on",
+                )
+                started.append(traced)
+                sides += [
+                    Side("traced", traced.url, "/object/", "t", traced.pids),
+                    Side("direct", f"http://{nodes.ip(0)}:9000", f"/{BUCKET}/", "d"),
+                ]
+                ratios += [("traced", "N=1"), ("N=1", "direct")]
+                if args.baseline:
+                    baseline = Gateway(marker, workdir, source=checkout(args.baseline, workdir))
+                    started.append(baseline)
+                    sides.append(Side("base", baseline.url, "/object/", "b", baseline.pids))
+                    ratios += [("N=1", "base"), ("base", "nginx")]
+                    title += f"; base: the gateway of {args.baseline}, N=1, as shipped then"
+            throughput(title, sides, ratios, args.runs, args.seconds, workdir, args.workload)
+            print(
+                "gateway RSS after these runs: "
+                + ", ".join(
+                    f"{side.column} {rss_kib(side.pids()) / 1024:.0f} MiB"
+                    for side in sides
+                    if side.pids is not None and side.column != "nginx"
+                )
+            )
+        print(f"the OTLP sink took {sink.exports} exports, {sink.received_bytes / 1e6:.1f} MB")
+    finally:
+        for process in reversed(started):
+            process.stop()
+        sink.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -802,47 +903,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             if not args.skip_throughput:
-                gateway = Gateway(marker, workdir)
-                replicated = Gateway(marker, workdir, GATEWAY_REPLICAS="3")
-                sink = OtlpSink()
-                traced = Gateway(
-                    marker,
-                    workdir,
-                    OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
-                    OTEL_TRACES_SAMPLER="always_on",
-                )
-                nginx = Nginx(nodes, workdir)
-                baseline = None
-                if args.baseline:
-                    baseline = Gateway(marker, workdir, source=checkout(args.baseline, workdir))
-                try:
-                    throughput(
-                        gateway,
-                        replicated,
-                        traced,
-                        nginx,
-                        nodes,
-                        args.runs,
-                        args.seconds,
-                        workdir,
-                        args.workload,
-                        baseline,
-                    )
-                    print(
-                        f"gateway RSS after the throughput runs: N=1 "
-                        f"{gateway.rss_kib() / 1024:.0f} MiB, N=3 "
-                        f"{replicated.rss_kib() / 1024:.0f} MiB, traced "
-                        f"{traced.rss_kib() / 1024:.0f} MiB; the OTLP sink took "
-                        f"{sink.exports} exports, {sink.received_bytes / 1e6:.1f} MB"
-                    )
-                finally:
-                    if baseline is not None:
-                        baseline.stop()
-                    nginx.stop()
-                    traced.stop()
-                    sink.stop()
-                    replicated.stop()
-                    gateway.stop()
+                run_throughput(args, marker, nodes, workdir)
             if not args.skip_memory:
                 memory_with_content_length(marker, workdir, uploads=16, size=128 * MiB)
                 memory_chunked(marker, workdir, uploads=8, size=256 * MiB)

@@ -185,16 +185,18 @@ class Settings:
         return self.workers if self.workers > 0 else cores_available()
 
     def per_worker(self, count: int) -> Settings:
-        """These settings for one of ``count`` workers: the memory and disk budgets and each
-        node's cap of requests split between them, so that together they keep the gateway's."""
+        """These settings for one of ``count`` workers: the memory and disk budgets split
+        between them, so that together they keep the gateway's.
+
+        The caps of connections and of requests waiting for a node stay each worker's own (as
+        nginx's ``worker_connections``): the kernel does not spread connections evenly, and a
+        split cap would refuse a busy worker's requests while another had room."""
         if count <= 1:
             return self
         return dataclasses.replace(
             self,
             upload_buffer_bytes=max(self.part_size_bytes, self.upload_buffer_bytes // count),
             upload_spool_bytes=self.upload_spool_bytes // count,
-            node_max_in_flight=max(1, self.node_max_in_flight // count),
-            max_connections=max(1, self.max_connections // count),
         )
 
     @property
